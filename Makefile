@@ -1,0 +1,90 @@
+# fly-edge: build, test, run and benchmark the nginx module.
+#   make deps    install every Debian package the build, tests and demo need
+#   make         build build/ngx_http_fly_edge_module.so against the installed nginx
+#   make test    unit tests (cmocka) + integration tests (prove)
+#   make run     the local three-region deployment
+#   make bench   the cache benchmark
+
+SHELL       := /bin/bash
+NGINX_SRC   ?= /usr/share/nginx/src
+BUILD       := $(CURDIR)/build
+NGX_BUILD   := $(BUILD)/nginx
+MODULE      := $(BUILD)/ngx_http_fly_edge_module.so
+CXX         ?= g++
+# extra flags for the module's own C++ objects (e.g. -fsanitize=address)
+FLY_EDGE_CXXFLAGS ?=
+NGX_CC_OPT  ?= -g -O2 -fPIC -fstack-protector-strong
+NGX_LD_OPT  ?= -Wl,-z,relro -Wl,-z,now -fPIC
+
+CORE_SRCS   := $(wildcard src/core/*.cpp)
+CORE_HDRS   := $(wildcard src/core/*.hpp)
+NGX_SRCS    := $(wildcard src/*.cpp src/*.hpp)
+UNIT_SRCS   := $(wildcard t/unit/test_*.cpp)
+UNIT_BINS   := $(patsubst t/unit/%.cpp,$(BUILD)/unit/%,$(UNIT_SRCS))
+UNIT_FLAGS  := -std=c++17 -g -O1 -Wall -Wextra -Werror -Isrc \
+               -fsanitize=address,undefined -fno-omit-frame-pointer
+
+DEB_PKGS := g++ make perl ca-certificates curl procps util-linux \
+    nginx nginx-dev libpcre2-dev libssl-dev zlib1g-dev \
+    libhiredis-dev libpq-dev libcmocka-dev \
+    redis-server postgresql memcached wrk \
+    libtest-base-perl libredis-perl libdbd-pg-perl libtext-diff-perl libjson-perl \
+    python3 python3-psycopg2 \
+    libnginx-mod-http-srcache-filter libnginx-mod-http-memc
+
+.PHONY: all module deps unit itest test run bench clean FORCE
+
+all: module
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' \
+	        || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "make deps: installing$$missing"; \
+	    sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    $$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# nginx's configure writes into the tree it runs in, so it runs in a copy.
+$(NGX_BUILD)/.configured: config config.make
+	rm -rf $(NGX_BUILD) && mkdir -p $(BUILD) && cp -r $(NGINX_SRC) $(NGX_BUILD)
+	cd $(NGX_BUILD) && \
+	    NGX_CONF_FLAGS=(--with-compat); \
+	    if [ -f conf_flags ]; then source ./conf_flags; fi; \
+	    FLY_EDGE_CXXFLAGS="$(FLY_EDGE_CXXFLAGS)" ./configure "$${NGX_CONF_FLAGS[@]}" \
+	        --with-cc-opt="$(NGX_CC_OPT)" --with-ld-opt="$(NGX_LD_OPT)" \
+	        --add-dynamic-module=$(CURDIR) > $(BUILD)/configure.log 2>&1 \
+	    || { tail -30 $(BUILD)/configure.log; exit 1; }
+	touch $@
+
+module: $(MODULE)
+
+$(MODULE): $(NGX_BUILD)/.configured $(NGX_SRCS) $(CORE_SRCS) $(CORE_HDRS)
+	$(MAKE) -s -C $(NGX_BUILD) -f objs/Makefile modules
+	cp $(NGX_BUILD)/objs/ngx_http_fly_edge_module.so $@
+
+$(BUILD)/unit/%: t/unit/%.cpp $(CORE_SRCS) $(CORE_HDRS) t/unit/unit.hpp
+	@mkdir -p $(BUILD)/unit
+	$(CXX) $(UNIT_FLAGS) -o $@ $< $(CORE_SRCS) -lcmocka
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "# $$t"; $$t; done
+
+itest: module
+	prove -I t/lib -r t/
+
+test: deps
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory itest
+
+run: deps module
+	perl -I t/lib t/bin/demo
+
+bench: deps module
+	perl -I t/lib t/bench/bench
+
+clean:
+	rm -rf $(BUILD)

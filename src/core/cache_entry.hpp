@@ -1,0 +1,99 @@
+// fly-edge pure core: the versioned, self-describing cache entry format.
+// No nginx header here: this file is unit-tested with cmocka.
+//
+// Layout (all integers big-endian):
+//   magic    "FLYC"                         4
+//   version  1                              1
+//   flags    bit 0: vary marker             1
+//   status   HTTP status                    2
+//   stored   unix seconds at store time     8
+//   ttl      seconds fresh after `stored`   4
+//   age      origin's Age at store time     4
+//   swr      stale-while-revalidate secs    4
+//   sie      stale-if-error secs            4
+//   nhdr     number of headers              2
+//   nhdr x { u16 name length, name, u32 value length, value }
+//   hsum     FNV-1a 32 of every byte above  4
+//   blen     body length                    4
+//   body     blen bytes, up to the end of the value exactly
+//
+// A vary marker is stored at the base key when the response has Vary:
+// its only header is "Vary: <names>", its body is empty, and the
+// responses themselves are stored under the variant keys.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace fly::core {
+
+constexpr uint8_t kEntryVersion = 1;
+constexpr uint8_t kEntryVaryMarker = 0x01;
+constexpr size_t kEntryMaxHeaders = 100;
+constexpr size_t kEntryMaxHeaderBytes = 64 * 1024;   // names + values
+
+struct EntryHeader {
+    std::string_view name;
+    std::string_view value;
+};
+
+struct EntryMeta {
+    uint8_t flags = 0;
+    uint16_t status = 0;
+    int64_t stored = 0;
+    uint32_t ttl = 0;
+    uint32_t age = 0;
+    uint32_t swr = 0;
+    uint32_t sie = 0;
+};
+
+// Writes the entry's prefix (everything up to and including blen) into
+// `out` (replacing its content) with blen = 0; the caller appends the body
+// bytes and then calls finish_entry().  Returns false (and `out` is
+// unusable) when there are more than kEntryMaxHeaders headers, more than
+// kEntryMaxHeaderBytes of them, or a name/value is not storable (a name
+// that is not an HTTP token, a value with CR, LF or NUL).
+bool begin_entry(const EntryMeta &meta, const EntryHeader *headers, size_t n,
+                 std::string &out);
+
+// Patches blen once the body is complete: `prefix_len` is out.size()
+// right after begin_entry().  False when the body is over 4 GiB.
+bool finish_entry(std::string &out, size_t prefix_len);
+
+// A decoded entry: views into the buffer given to decode_entry(), which
+// must outlive it.  No allocation.
+struct EntryView {
+    EntryMeta meta;
+    EntryHeader headers[kEntryMaxHeaders];
+    size_t nheaders = 0;
+    std::string_view body;
+};
+
+enum class DecodeError : uint8_t {
+    none, too_short, bad_magic, bad_version, truncated, bad_header,
+    bad_checksum, trailing_bytes, too_many_headers,
+};
+
+// Validates everything (magic, version, every length, header syntax,
+// checksum, body length equal to what is left).  On failure returns the
+// reason and leaves `out` unspecified.
+DecodeError decode_entry(std::string_view data, EntryView &out);
+
+std::string_view decode_error_name(DecodeError e);
+
+// Seconds since stored, plus the origin's Age (RFC 9111 4.2.3, simple).
+inline int64_t entry_age(const EntryMeta &m, int64_t now)
+{
+    int64_t resident = now > m.stored ? now - m.stored : 0;
+    return resident + m.age;
+}
+
+// Fresh when now < stored + ttl.
+inline bool entry_fresh(const EntryMeta &m, int64_t now)
+{
+    return now < m.stored + static_cast<int64_t>(m.ttl);
+}
+
+}  // namespace fly::core

@@ -1,0 +1,123 @@
+// fly-edge pure core: what a shared cache may store, and for how long
+// (RFC 9111 sections 3 and 4.2), plus the cache key and its Vary variants.
+// No nginx header here: this file is unit-tested with cmocka.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "cache_control.hpp"
+
+namespace fly::core {
+
+// One fly_cache_valid rule: `status` 0 means "any".
+struct ValidRule {
+    int status;
+    int64_t ttl;
+};
+
+struct CachePolicy {
+    const ValidRule *valid = nullptr;   // fly_cache_valid rules, in order
+    size_t nvalid = 0;
+    int64_t min_ttl = 0;                // fly_cache_min_ttl, 0 = none
+    int64_t max_ttl = 0;                // fly_cache_max_ttl, 0 = none
+    bool ignore_set_cookie = false;     // fly_cache_ignore_set_cookie
+};
+
+// What the shell gathered from the request and the response headers.
+struct ResponseFacts {
+    int status = 0;
+    CacheControl cc;                    // all Cache-Control lines parsed
+    bool has_expires = false;
+    bool expires_valid = false;         // false: Expires present but bad (= already expired)
+    int64_t expires = 0;
+    bool has_date = false;
+    int64_t date = 0;
+    int64_t age = 0;                    // Age header of the origin, 0 if none
+    bool has_set_cookie = false;
+    bool vary_star = false;             // Vary contains "*"
+    bool request_authorization = false; // the request had Authorization
+    bool request_range = false;         // the request had Range
+    int64_t now = 0;                    // unix seconds when the response arrived
+};
+
+enum class StoreVerdict : uint8_t {
+    store,
+    no_store,        // Cache-Control: no-store
+    is_private,      // Cache-Control: private
+    no_cache,        // Cache-Control: no-cache (would need revalidation)
+    authorization,   // request had Authorization, response not marked shareable
+    set_cookie,      // Set-Cookie without fly_cache_ignore_set_cookie
+    vary_star,       // Vary: *
+    status,          // status not cacheable (1xx, 206, 304, ...)
+    no_freshness,    // neither explicit freshness nor a fly_cache_valid rule
+    expired,         // freshness lifetime minus age is <= 0
+};
+
+struct StoreDecision {
+    StoreVerdict verdict = StoreVerdict::status;
+    int64_t ttl = 0;                 // seconds to keep, when verdict == store
+    int64_t stale_while_revalidate = 0;  // from the response, for later use
+    int64_t stale_if_error = 0;
+};
+
+// The rules of RFC 9111 for a shared cache, with fly_cache_valid as the
+// freshness of responses that give none of their own, then min/max ttl.
+StoreDecision decide_store(const ResponseFacts &facts, const CachePolicy &policy);
+
+// Short reason for logs ("no-store", "private", ...).
+std::string_view verdict_name(StoreVerdict v);
+
+// Headers a cache drops when storing (RFC 9110 7.6.1): Connection,
+// Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade,
+// Proxy-Authenticate, Proxy-Authorization, and any header named in the
+// response's Connection header value(s) `connection` (comma list).
+// Case-insensitive.
+bool is_hop_by_hop(std::string_view name, std::string_view connection);
+
+// Keys.  The Redis key of a response is kKeyPrefix + the configured key
+// (fly_cache_key).  A key over kMaxKeyLen bytes is not cached.
+constexpr std::string_view kKeyPrefix = "fly:";
+constexpr size_t kMaxKeyLen = 2048;
+
+// Builds the Redis key for the base entry; false when too long.
+bool build_key(std::string_view configured, std::string &out);
+
+// Vary.  `vary` is the list of request header names the response varies
+// on (comma list, as stored in the entry).  `lookup(name)` returns the
+// request's value of that header (empty when absent; several lines are
+// already joined with ", ").  The variant key is the base key followed
+// by, for each name in lower case and sorted order, "\x1f" name "="
+// normalized value (white space around commas collapsed).  False when
+// the result is over kMaxKeyLen.
+template <typename Lookup>
+bool build_variant_key(std::string_view base_key, std::string_view vary,
+                       Lookup &&lookup, std::string &out);
+
+// Non-template part, used by the template above and by tests.
+// Splits `vary` into names (lower-cased, sorted, duplicates removed).
+// Returns false when the list has "*" or an invalid token.
+bool vary_names(std::string_view vary, std::string names[], size_t max,
+                size_t &n);
+void append_vary_part(std::string &key, std::string_view name,
+                      std::string_view value);
+
+template <typename Lookup>
+bool build_variant_key(std::string_view base_key, std::string_view vary,
+                       Lookup &&lookup, std::string &out)
+{
+    std::string names[16];
+    size_t n = 0;
+    if (!vary_names(vary, names, 16, n)) {
+        return false;
+    }
+    out.assign(base_key);
+    for (size_t i = 0; i < n; i++) {
+        append_vary_part(out, names[i], lookup(std::string_view(names[i])));
+    }
+    return out.size() <= kMaxKeyLen;
+}
+
+}  // namespace fly::core
