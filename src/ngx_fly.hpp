@@ -1,0 +1,129 @@
+// fly-edge nginx shell: the one header that includes nginx (inside
+// extern "C") and declares what the shell's files share: the module,
+// its configuration structures and the functions each file exports.
+#pragma once
+
+extern "C" {
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+}
+
+#include "core/cache_rules.hpp"
+#include "core/replay.hpp"
+
+// nginx's generated ngx_modules.c refers to this symbol from C; it is the
+// only symbol the shared object exports.
+extern "C" __attribute__((visibility("default")))
+ngx_module_t ngx_http_fly_edge_module;
+
+namespace fly {
+
+class RedisClient;
+
+// A Redis endpoint as configured (fly_redis / fly_redis_primary).
+struct RedisConf {
+    ngx_str_t url;               // after ${VAR} and {region} expansion
+    ngx_str_t host;              // without [] for IPv6
+    in_port_t port;
+    ngx_str_t user;              // empty, or an ACL user for AUTH user pass
+    ngx_str_t password;          // empty: no AUTH
+    ngx_int_t db;                // SELECT when != 0
+    ngx_addr_t *addrs;           // resolved at load time when no resolver
+    ngx_uint_t naddrs;
+    const char *name;            // "regional" or "primary", for logs
+};
+
+struct MainConf {
+    ngx_str_t region;            // fly_region / $FLY_REGION
+    ngx_str_t primary_region;    // fly_primary_region / $PRIMARY_REGION
+    ngx_flag_t is_primary;
+
+    ngx_str_t redis_template;    // fly_redis as written, ${VAR} expanded
+    ngx_str_t redis_primary_template;
+    RedisConf redis;             // the region's Redis
+    RedisConf redis_primary;     // the primary region's Redis
+    ngx_msec_t redis_connect_timeout;
+    ngx_msec_t redis_timeout;
+
+    // Where the first directive that needs the regions was written, for
+    // the error nginx -t prints when a region is unknown.
+    ngx_str_t need_region_file;
+    ngx_uint_t need_region_line;
+    ngx_str_t need_redis_file;   // first "fly_cache on"
+    ngx_uint_t need_redis_line;
+
+    ngx_resolver_t *resolver;    // http-level `resolver`, nullptr if none
+    ngx_msec_t resolver_timeout;
+
+    RedisClient *redis_client;   // per worker, made in init_process
+};
+
+struct ValidRules;
+
+struct LocConf {
+    // replay (ngx_fly_replay.cpp)
+    ngx_uint_t replay;                  // core::ReplayMode, NGX_CONF_UNSET_UINT
+    ngx_uint_t replay_methods;          // core::Method bits
+    ngx_array_t *replay_bypass;         // ngx_http_complex_value_t
+    ngx_uint_t replay_status;
+    time_t replay_sticky;               // 0 = off
+    size_t replay_max_body;
+    ngx_str_t replay_forward;           // "@name" or empty
+    ngx_flag_t replay_forward_always;
+
+    // cache (ngx_fly_cache.cpp)
+    ngx_flag_t cache;
+    ngx_http_complex_value_t *cache_key;
+    ngx_uint_t cache_methods;           // core::Method bits
+    ngx_array_t *cache_valid;           // core::ValidRule
+    ngx_array_t *cache_bypass;          // ngx_http_complex_value_t
+    ngx_array_t *cache_no_store;        // ngx_http_complex_value_t
+    size_t cache_max_size;
+    time_t cache_min_ttl;
+    time_t cache_max_ttl;
+    ngx_flag_t cache_ignore_set_cookie;
+    ngx_str_t cache_status_header;      // empty = off
+};
+
+enum class CacheStatus : uint8_t {
+    none, hit, miss, bypass, expired, error, stale, updating,
+};
+
+struct CacheCtx;
+
+// Per-request state, found again after internal redirects (see
+// get_ctx()).  Trivially destructible: it lives in the request pool.
+struct RequestCtx {
+    core::ReplayAction replay_action;
+    ngx_str_t replay_state;             // $fly_replay
+    CacheStatus cache_status;           // $fly_cache_status
+    CacheCtx *cache;                    // ngx_fly_cache.cpp's own state
+};
+
+// ngx_http_fly_edge_module.cpp
+RequestCtx *get_ctx(ngx_http_request_t *r);      // nullptr if none yet
+RequestCtx *create_ctx(ngx_http_request_t *r);   // nullptr on no memory
+uint32_t method_bit(ngx_uint_t ngx_method);      // NGX_HTTP_* -> core bit
+
+// ngx_fly_conf.cpp: directive handlers, create/merge conf
+extern ngx_command_t commands[];
+void *create_main_conf(ngx_conf_t *cf);
+char *init_main_conf(ngx_conf_t *cf, void *conf);
+void *create_loc_conf(ngx_conf_t *cf);
+char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child);
+
+// ngx_fly_variables.cpp
+ngx_int_t add_variables(ngx_conf_t *cf);
+
+// ngx_fly_replay.cpp
+ngx_int_t replay_init(ngx_conf_t *cf);          // postconfiguration part
+
+// ngx_fly_cache.cpp
+ngx_int_t cache_init(ngx_conf_t *cf);           // postconfiguration part
+
+// Logs at most once per second per worker for each `slot` (a static
+// time_t the caller owns), so a Redis outage cannot flood the log.
+bool log_allowed(time_t *slot);
+
+}  // namespace fly

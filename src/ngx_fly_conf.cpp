@@ -1,0 +1,701 @@
+// fly-edge nginx shell: every directive, and the creation, merging and
+// checking of the configuration.  Values are validated here so that a
+// mistake fails `nginx -t` with the file and line of the directive.
+#include "ngx_fly.hpp"
+#include "core/url.hpp"
+
+#include <cstdlib>
+#include <exception>
+#include <string>
+
+namespace fly {
+
+namespace {
+
+using core::ReplayMode;
+
+ngx_conf_enum_t replay_modes[] = {
+    {ngx_string("off"), static_cast<ngx_uint_t>(ReplayMode::off)},
+    {ngx_string("on"), static_cast<ngx_uint_t>(ReplayMode::on)},
+    {ngx_string("always"), static_cast<ngx_uint_t>(ReplayMode::always)},
+    {ngx_null_string, 0},
+};
+
+bool to_ngx(ngx_pool_t *pool, const std::string &in, ngx_str_t &out)
+{
+    out.len = in.size();
+    out.data = static_cast<u_char *>(ngx_pnalloc(pool, in.size() + 1));
+    if (out.data == nullptr) {
+        return false;
+    }
+    ngx_memcpy(out.data, in.data(), in.size());
+    out.data[in.size()] = '\0';
+    return true;
+}
+
+const char *env_lookup(const std::string &name)
+{
+    return getenv(name.c_str());
+}
+
+// Expands ${VAR} in the directive's argument `i`, logging the error.
+bool expand_arg(ngx_conf_t *cf, ngx_uint_t i, ngx_str_t &out)
+{
+    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
+    std::string expanded, err;
+    if (!core::expand_env(std::string_view(
+                              reinterpret_cast<const char *>(value[i].data),
+                              value[i].len),
+                          env_lookup, expanded, err))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\": %s in \"%V\"",
+                           &value[0], err.c_str(), &value[i]);
+        return false;
+    }
+    return to_ngx(cf->pool, expanded, out);
+}
+
+void remember_place(ngx_conf_t *cf, ngx_str_t &file, ngx_uint_t &line)
+{
+    if (line == 0 && cf->conf_file != nullptr) {
+        file = cf->conf_file->file.name;
+        line = cf->conf_file->line;
+    }
+}
+
+MainConf *main_conf(ngx_conf_t *cf)
+{
+    return static_cast<MainConf *>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_fly_edge_module));
+}
+
+// Runs a directive handler body, turning any C++ exception into a
+// configuration error.
+template <typename F>
+char *guarded(ngx_conf_t *cf, F &&f) noexcept
+{
+    try {
+        return f();
+    } catch (const std::exception &e) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "fly_edge: %s", e.what());
+    } catch (...) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "fly_edge: unknown error");
+    }
+    return static_cast<char *>(NGX_CONF_ERROR);
+}
+
+// fly_region NAME; fly_primary_region NAME;
+char *set_region(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
+{
+    return guarded(cf, [&]() -> char * {
+        auto *field = reinterpret_cast<ngx_str_t *>(
+            static_cast<char *>(conf) + cmd->offset);
+        if (field->data != nullptr) {
+            return const_cast<char *>("is duplicate");
+        }
+        ngx_str_t v;
+        if (!expand_arg(cf, 1, v)) {
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        if (!core::valid_region(std::string_view(
+                reinterpret_cast<const char *>(v.data), v.len)))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\": invalid region name \"%V\"",
+                               &cmd->name, &v);
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        *field = v;
+        return static_cast<char *>(NGX_CONF_OK);
+    });
+}
+
+// fly_redis URL; fly_redis_primary URL;
+char *set_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
+{
+    return guarded(cf, [&]() -> char * {
+        auto *field = reinterpret_cast<ngx_str_t *>(
+            static_cast<char *>(conf) + cmd->offset);
+        if (field->data != nullptr) {
+            return const_cast<char *>("is duplicate");
+        }
+        ngx_str_t v;
+        if (!expand_arg(cf, 1, v)) {
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        // Check the syntax now, with a stand-in region, so a mistake is
+        // reported at this line; the real region is put in later.
+        std::string url = core::expand_region(
+            std::string_view(reinterpret_cast<const char *>(v.data), v.len),
+            "region");
+        core::RedisUrl parsed;
+        std::string err;
+        if (!core::parse_redis_url(url, parsed, err)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\": invalid Redis URL: %s",
+                               &cmd->name, err.c_str());
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        *field = v;
+        return static_cast<char *>(NGX_CONF_OK);
+    });
+}
+
+// fly_replay off | on | always;
+char *set_replay(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
+{
+    char *rv = ngx_conf_set_enum_slot(cf, cmd, conf);
+    if (rv == NGX_CONF_OK
+        && static_cast<LocConf *>(conf)->replay
+               != static_cast<ngx_uint_t>(ReplayMode::off))
+    {
+        MainConf *mcf = main_conf(cf);
+        remember_place(cf, mcf->need_region_file, mcf->need_region_line);
+    }
+    return rv;
+}
+
+// METHOD ... into a core::Method bit set; `allowed` limits the choice.
+char *set_methods(ngx_conf_t *cf, ngx_command_t *cmd, ngx_uint_t &bits,
+                  uint32_t allowed)
+{
+    if (bits != NGX_CONF_UNSET_UINT) {
+        return const_cast<char *>("is duplicate");
+    }
+    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
+    bits = 0;
+    for (ngx_uint_t i = 1; i < cf->args->nelts; i++) {
+        uint32_t m = core::method_from_name(std::string_view(
+            reinterpret_cast<const char *>(value[i].data), value[i].len));
+        if (m == 0 || (m & allowed) == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\": invalid method \"%V\"",
+                               &cmd->name, &value[i]);
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        bits |= m;
+    }
+    return static_cast<char *>(NGX_CONF_OK);
+}
+
+char *set_replay_methods(ngx_conf_t *cf, ngx_command_t *cmd,
+                         void *conf) noexcept
+{
+    return set_methods(cf, cmd, static_cast<LocConf *>(conf)->replay_methods,
+                       ~0u);
+}
+
+char *set_cache_methods(ngx_conf_t *cf, ngx_command_t *cmd,
+                        void *conf) noexcept
+{
+    return set_methods(cf, cmd, static_cast<LocConf *>(conf)->cache_methods,
+                       core::kGet | core::kHead);
+}
+
+// fly_replay_status CODE;
+char *set_replay_status(ngx_conf_t *cf, ngx_command_t *cmd,
+                        void *conf) noexcept
+{
+    auto *lcf = static_cast<LocConf *>(conf);
+    if (lcf->replay_status != NGX_CONF_UNSET_UINT) {
+        return const_cast<char *>("is duplicate");
+    }
+    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
+    ngx_int_t n = ngx_atoi(value[1].data, value[1].len);
+    if (n < 200 || n > 599) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": invalid status \"%V\", "
+                           "expected a code from 200 to 599",
+                           &cmd->name, &value[1]);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    lcf->replay_status = n;
+    return static_cast<char *>(NGX_CONF_OK);
+}
+
+// fly_replay_sticky TIME | off;
+char *set_replay_sticky(ngx_conf_t *cf, ngx_command_t *cmd,
+                        void *conf) noexcept
+{
+    auto *lcf = static_cast<LocConf *>(conf);
+    if (lcf->replay_sticky != NGX_CONF_UNSET) {
+        return const_cast<char *>("is duplicate");
+    }
+    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
+    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
+        lcf->replay_sticky = 0;
+        return static_cast<char *>(NGX_CONF_OK);
+    }
+    ngx_int_t t = ngx_parse_time(&value[1], 1);
+    if (t == NGX_ERROR || t == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": invalid time \"%V\"", &cmd->name,
+                           &value[1]);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    lcf->replay_sticky = t;
+    return static_cast<char *>(NGX_CONF_OK);
+}
+
+// fly_replay_forward @name [always];
+char *set_replay_forward(ngx_conf_t *cf, ngx_command_t *cmd,
+                         void *conf) noexcept
+{
+    auto *lcf = static_cast<LocConf *>(conf);
+    if (lcf->replay_forward.data != nullptr) {
+        return const_cast<char *>("is duplicate");
+    }
+    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
+    if (value[1].len < 2 || value[1].data[0] != '@') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": \"%V\" is not a named location "
+                           "(\"@name\")", &cmd->name, &value[1]);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    lcf->replay_forward = value[1];
+    lcf->replay_forward_always = 0;
+    if (cf->args->nelts == 3) {
+        if (value[2].len != 6 || ngx_strncmp(value[2].data, "always", 6) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\": invalid parameter \"%V\", "
+                               "expected \"always\"", &cmd->name, &value[2]);
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        lcf->replay_forward_always = 1;
+    }
+    return static_cast<char *>(NGX_CONF_OK);
+}
+
+// fly_cache on | off;
+char *set_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
+{
+    char *rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+    if (rv == NGX_CONF_OK && static_cast<LocConf *>(conf)->cache == 1) {
+        MainConf *mcf = main_conf(cf);
+        remember_place(cf, mcf->need_redis_file, mcf->need_redis_line);
+    }
+    return rv;
+}
+
+// fly_cache_valid [code ...] TIME;   codes are 100..599 or "any";
+// without codes: 200 301 302 (as proxy_cache_valid).
+char *set_cache_valid(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
+{
+    auto *lcf = static_cast<LocConf *>(conf);
+    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
+    ngx_uint_t n = cf->args->nelts - 1;
+
+    ngx_int_t ttl = ngx_parse_time(&value[n], 1);
+    if (ttl == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\": invalid time \"%V\"",
+                           &cmd->name, &value[n]);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+
+    if (lcf->cache_valid == nullptr) {
+        lcf->cache_valid = ngx_array_create(cf->pool, 4,
+                                            sizeof(core::ValidRule));
+        if (lcf->cache_valid == nullptr) {
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+    }
+
+    auto add = [&](int status) {
+        auto *rule = static_cast<core::ValidRule *>(
+            ngx_array_push(lcf->cache_valid));
+        if (rule == nullptr) {
+            return false;
+        }
+        rule->status = status;
+        rule->ttl = ttl;
+        return true;
+    };
+
+    if (n == 1) {
+        for (int s : {200, 301, 302}) {
+            if (!add(s)) {
+                return static_cast<char *>(NGX_CONF_ERROR);
+            }
+        }
+        return static_cast<char *>(NGX_CONF_OK);
+    }
+
+    for (ngx_uint_t i = 1; i < n; i++) {
+        int status;
+        if (value[i].len == 3 && ngx_strncmp(value[i].data, "any", 3) == 0) {
+            status = 0;
+        } else {
+            ngx_int_t s = ngx_atoi(value[i].data, value[i].len);
+            if (s < 100 || s > 599) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%V\": invalid status \"%V\"",
+                                   &cmd->name, &value[i]);
+                return static_cast<char *>(NGX_CONF_ERROR);
+            }
+            status = static_cast<int>(s);
+        }
+        if (!add(status)) {
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+    }
+    return static_cast<char *>(NGX_CONF_OK);
+}
+
+// fly_cache_status_header NAME | off;
+char *set_status_header(ngx_conf_t *cf, ngx_command_t *cmd,
+                        void *conf) noexcept
+{
+    auto *lcf = static_cast<LocConf *>(conf);
+    if (lcf->cache_status_header.data != nullptr) {
+        return const_cast<char *>("is duplicate");
+    }
+    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
+    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
+        lcf->cache_status_header.data = reinterpret_cast<u_char *>(
+            const_cast<char *>(""));
+        lcf->cache_status_header.len = 0;
+        return static_cast<char *>(NGX_CONF_OK);
+    }
+    for (size_t i = 0; i < value[1].len; i++) {
+        u_char c = value[1].data[i];
+        if (!(isalnum(c) || c == '-' || c == '_')) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\": invalid header name \"%V\"",
+                               &cmd->name, &value[1]);
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+    }
+    lcf->cache_status_header = value[1];
+    return static_cast<char *>(NGX_CONF_OK);
+}
+
+constexpr ngx_uint_t kHttpMain = NGX_HTTP_MAIN_CONF;
+constexpr ngx_uint_t kAnyLevel =
+    NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+#define FLY_MAIN(field) NGX_HTTP_MAIN_CONF_OFFSET, offsetof(MainConf, field)
+#define FLY_LOC(field) NGX_HTTP_LOC_CONF_OFFSET, offsetof(LocConf, field)
+
+}  // namespace
+
+ngx_command_t commands[] = {
+    {ngx_string("fly_region"), kHttpMain | NGX_CONF_TAKE1, set_region,
+     FLY_MAIN(region), nullptr},
+    {ngx_string("fly_primary_region"), kHttpMain | NGX_CONF_TAKE1,
+     set_region, FLY_MAIN(primary_region), nullptr},
+    {ngx_string("fly_redis"), kHttpMain | NGX_CONF_TAKE1, set_redis,
+     FLY_MAIN(redis_template), nullptr},
+    {ngx_string("fly_redis_primary"), kHttpMain | NGX_CONF_TAKE1, set_redis,
+     FLY_MAIN(redis_primary_template), nullptr},
+    {ngx_string("fly_redis_connect_timeout"), kHttpMain | NGX_CONF_TAKE1,
+     ngx_conf_set_msec_slot, FLY_MAIN(redis_connect_timeout), nullptr},
+    {ngx_string("fly_redis_timeout"), kHttpMain | NGX_CONF_TAKE1,
+     ngx_conf_set_msec_slot, FLY_MAIN(redis_timeout), nullptr},
+
+    {ngx_string("fly_replay"), kAnyLevel | NGX_CONF_TAKE1, set_replay,
+     FLY_LOC(replay), replay_modes},
+    {ngx_string("fly_replay_methods"), kAnyLevel | NGX_CONF_1MORE,
+     set_replay_methods, FLY_LOC(replay_methods), nullptr},
+    {ngx_string("fly_replay_bypass"), kAnyLevel | NGX_CONF_1MORE,
+     ngx_http_set_predicate_slot, FLY_LOC(replay_bypass), nullptr},
+    {ngx_string("fly_replay_status"), kAnyLevel | NGX_CONF_TAKE1,
+     set_replay_status, FLY_LOC(replay_status), nullptr},
+    {ngx_string("fly_replay_sticky"), kAnyLevel | NGX_CONF_TAKE1,
+     set_replay_sticky, FLY_LOC(replay_sticky), nullptr},
+    {ngx_string("fly_replay_max_body"), kAnyLevel | NGX_CONF_TAKE1,
+     ngx_conf_set_size_slot, FLY_LOC(replay_max_body), nullptr},
+    {ngx_string("fly_replay_forward"), kAnyLevel | NGX_CONF_TAKE12,
+     set_replay_forward, FLY_LOC(replay_forward), nullptr},
+
+    {ngx_string("fly_cache"), kAnyLevel | NGX_CONF_FLAG, set_cache,
+     FLY_LOC(cache), nullptr},
+    {ngx_string("fly_cache_key"), kAnyLevel | NGX_CONF_TAKE1,
+     ngx_http_set_complex_value_slot, FLY_LOC(cache_key), nullptr},
+    {ngx_string("fly_cache_methods"), kAnyLevel | NGX_CONF_1MORE,
+     set_cache_methods, FLY_LOC(cache_methods), nullptr},
+    {ngx_string("fly_cache_valid"), kAnyLevel | NGX_CONF_1MORE,
+     set_cache_valid, FLY_LOC(cache_valid), nullptr},
+    {ngx_string("fly_cache_bypass"), kAnyLevel | NGX_CONF_1MORE,
+     ngx_http_set_predicate_slot, FLY_LOC(cache_bypass), nullptr},
+    {ngx_string("fly_cache_no_store"), kAnyLevel | NGX_CONF_1MORE,
+     ngx_http_set_predicate_slot, FLY_LOC(cache_no_store), nullptr},
+    {ngx_string("fly_cache_max_size"), kAnyLevel | NGX_CONF_TAKE1,
+     ngx_conf_set_size_slot, FLY_LOC(cache_max_size), nullptr},
+    {ngx_string("fly_cache_min_ttl"), kAnyLevel | NGX_CONF_TAKE1,
+     ngx_conf_set_sec_slot, FLY_LOC(cache_min_ttl), nullptr},
+    {ngx_string("fly_cache_max_ttl"), kAnyLevel | NGX_CONF_TAKE1,
+     ngx_conf_set_sec_slot, FLY_LOC(cache_max_ttl), nullptr},
+    {ngx_string("fly_cache_ignore_set_cookie"), kAnyLevel | NGX_CONF_FLAG,
+     ngx_conf_set_flag_slot, FLY_LOC(cache_ignore_set_cookie), nullptr},
+    {ngx_string("fly_cache_status_header"), kAnyLevel | NGX_CONF_TAKE1,
+     set_status_header, FLY_LOC(cache_status_header), nullptr},
+
+    ngx_null_command
+};
+
+void *create_main_conf(ngx_conf_t *cf)
+{
+    auto *mcf = static_cast<MainConf *>(ngx_pcalloc(cf->pool, sizeof(MainConf)));
+    if (mcf == nullptr) {
+        return nullptr;
+    }
+    mcf->is_primary = NGX_CONF_UNSET;
+    mcf->redis_connect_timeout = NGX_CONF_UNSET_MSEC;
+    mcf->redis_timeout = NGX_CONF_UNSET_MSEC;
+    return mcf;
+}
+
+namespace {
+
+// A region from the directive, else from the environment variable.
+bool region_from_env(ngx_conf_t *cf, ngx_str_t &region, const char *var)
+{
+    if (region.data != nullptr) {
+        return true;
+    }
+    const char *v = getenv(var);
+    if (v == nullptr || *v == '\0') {
+        return true;  // unknown; an error only where it is needed
+    }
+    if (!core::valid_region(v)) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "fly_edge: invalid region name \"%s\" in the "
+                      "environment variable %s", v, var);
+        return false;
+    }
+    return to_ngx(cf->pool, v, region);
+}
+
+// Expands {region} and parses the URL into `rc` (syntax was checked
+// when the directive was read).
+bool setup_redis(ngx_conf_t *cf, const ngx_str_t &tmpl,
+                 const ngx_str_t &region, RedisConf &rc, const char *name)
+{
+    std::string url = core::expand_region(
+        std::string_view(reinterpret_cast<const char *>(tmpl.data), tmpl.len),
+        std::string_view(reinterpret_cast<const char *>(region.data),
+                         region.len));
+    core::RedisUrl parsed;
+    std::string err;
+    if (!core::parse_redis_url(url, parsed, err)) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "fly_edge: invalid %s Redis URL: %s", name, err.c_str());
+        return false;
+    }
+    rc.name = name;
+    rc.port = parsed.port;
+    rc.db = parsed.db;
+    return to_ngx(cf->pool, url, rc.url) && to_ngx(cf->pool, parsed.host, rc.host)
+           && to_ngx(cf->pool, parsed.auth_user() ? parsed.user : "", rc.user)
+           && to_ngx(cf->pool, parsed.password, rc.password);
+}
+
+// Without a `resolver`, host names are resolved once here, as nginx
+// does for proxy_pass; literals need nothing.
+void resolve_at_load(ngx_conf_t *cf, RedisConf &rc)
+{
+    if (ngx_inet_addr(rc.host.data, rc.host.len) != INADDR_NONE) {
+        return;
+    }
+    ngx_url_t u;
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.host = rc.host;
+    u.port = rc.port;
+    if (ngx_inet_resolve_host(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_log_error(NGX_LOG_WARN, cf->log, 0,
+                      "fly_edge: %s Redis host \"%V\" not found; set "
+                      "\"resolver\" to resolve it at run time",
+                      rc.name, &rc.host);
+        return;
+    }
+    rc.addrs = u.addrs;
+    rc.naddrs = u.naddrs;
+}
+
+}  // namespace
+
+char *init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    auto *mcf = static_cast<MainConf *>(conf);
+
+    try {
+        if (!region_from_env(cf, mcf->region, "FLY_REGION")
+            || !region_from_env(cf, mcf->primary_region, "PRIMARY_REGION"))
+        {
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+
+        if (mcf->need_region_line
+            && (mcf->region.len == 0 || mcf->primary_region.len == 0))
+        {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "fly_replay needs %s: set \"%s\" or the "
+                          "environment variable %s (fly_replay in %V:%ui)",
+                          mcf->region.len == 0 ? "this region"
+                                               : "the primary region",
+                          mcf->region.len == 0 ? "fly_region"
+                                               : "fly_primary_region",
+                          mcf->region.len == 0 ? "FLY_REGION"
+                                               : "PRIMARY_REGION",
+                          &mcf->need_region_file, mcf->need_region_line);
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+
+        mcf->is_primary = mcf->region.len > 0
+                          && mcf->region.len == mcf->primary_region.len
+                          && ngx_strncmp(mcf->region.data,
+                                         mcf->primary_region.data,
+                                         mcf->region.len) == 0;
+
+        ngx_conf_init_msec_value(mcf->redis_connect_timeout, 200);
+        ngx_conf_init_msec_value(mcf->redis_timeout, 100);
+
+        if (mcf->redis_template.len == 0) {
+            if (mcf->need_redis_line) {
+                ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                              "\"fly_cache on\" needs \"fly_redis\" "
+                              "(fly_cache in %V:%ui)",
+                              &mcf->need_redis_file, mcf->need_redis_line);
+                return static_cast<char *>(NGX_CONF_ERROR);
+            }
+            return static_cast<char *>(NGX_CONF_OK);
+        }
+
+        bool uses_region = ngx_strnstr(mcf->redis_template.data,
+                                       const_cast<char *>("{region}"),
+                                       mcf->redis_template.len) != nullptr;
+        if (uses_region && mcf->region.len == 0) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"fly_redis\" uses {region}, but this region is "
+                          "unknown: set \"fly_region\" or FLY_REGION");
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        if (!setup_redis(cf, mcf->redis_template, mcf->region, mcf->redis,
+                         "regional"))
+        {
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+
+        const ngx_str_t &ptmpl = mcf->redis_primary_template.len
+                                     ? mcf->redis_primary_template
+                                     : mcf->redis_template;
+        if (mcf->redis_primary_template.len == 0 && uses_region
+            && mcf->primary_region.len == 0)
+        {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"fly_redis\" uses {region}, but the primary "
+                          "region is unknown: set \"fly_primary_region\", "
+                          "PRIMARY_REGION or \"fly_redis_primary\"");
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        if (!setup_redis(cf, ptmpl, mcf->primary_region, mcf->redis_primary,
+                         "primary"))
+        {
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        resolve_at_load(cf, mcf->redis);
+        resolve_at_load(cf, mcf->redis_primary);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0, "fly_edge: %s", e.what());
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    return static_cast<char *>(NGX_CONF_OK);
+}
+
+void *create_loc_conf(ngx_conf_t *cf)
+{
+    auto *lcf = static_cast<LocConf *>(ngx_pcalloc(cf->pool, sizeof(LocConf)));
+    if (lcf == nullptr) {
+        return nullptr;
+    }
+    // ngx_pcalloc set: replay_forward, cache_key, cache_valid,
+    // cache_status_header (null data = unset).
+    lcf->replay = NGX_CONF_UNSET_UINT;
+    lcf->replay_methods = NGX_CONF_UNSET_UINT;
+    lcf->replay_bypass = static_cast<ngx_array_t *>(NGX_CONF_UNSET_PTR);
+    lcf->replay_status = NGX_CONF_UNSET_UINT;
+    lcf->replay_sticky = NGX_CONF_UNSET;
+    lcf->replay_max_body = NGX_CONF_UNSET_SIZE;
+    lcf->replay_forward_always = NGX_CONF_UNSET;
+
+    lcf->cache = NGX_CONF_UNSET;
+    lcf->cache_methods = NGX_CONF_UNSET_UINT;
+    lcf->cache_bypass = static_cast<ngx_array_t *>(NGX_CONF_UNSET_PTR);
+    lcf->cache_no_store = static_cast<ngx_array_t *>(NGX_CONF_UNSET_PTR);
+    lcf->cache_max_size = NGX_CONF_UNSET_SIZE;
+    lcf->cache_min_ttl = NGX_CONF_UNSET;
+    lcf->cache_max_ttl = NGX_CONF_UNSET;
+    lcf->cache_ignore_set_cookie = NGX_CONF_UNSET;
+    return lcf;
+}
+
+char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    auto *prev = static_cast<LocConf *>(parent);
+    auto *conf = static_cast<LocConf *>(child);
+
+    ngx_conf_merge_uint_value(conf->replay, prev->replay,
+                              static_cast<ngx_uint_t>(ReplayMode::off));
+    ngx_conf_merge_uint_value(conf->replay_methods, prev->replay_methods,
+                              core::kDefaultReplayMethods);
+    ngx_conf_merge_ptr_value(conf->replay_bypass, prev->replay_bypass, nullptr);
+    ngx_conf_merge_uint_value(conf->replay_status, prev->replay_status, 409);
+    ngx_conf_merge_value(conf->replay_sticky, prev->replay_sticky, 0);
+    ngx_conf_merge_size_value(conf->replay_max_body, prev->replay_max_body,
+                              1024 * 1024);
+    if (conf->replay_forward.data == nullptr) {
+        conf->replay_forward = prev->replay_forward;
+        conf->replay_forward_always = prev->replay_forward_always;
+    }
+    ngx_conf_merge_value(conf->replay_forward_always,
+                         prev->replay_forward_always, 0);
+
+    ngx_conf_merge_value(conf->cache, prev->cache, 0);
+    if (conf->cache_key == nullptr) {
+        conf->cache_key = prev->cache_key;
+    }
+    if (conf->cache_key == nullptr) {
+        // $scheme$host$request_uri: the host is always part of the key.
+        conf->cache_key = static_cast<ngx_http_complex_value_t *>(
+            ngx_pcalloc(cf->pool, sizeof(ngx_http_complex_value_t)));
+        if (conf->cache_key == nullptr) {
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        ngx_str_t def = ngx_string("$scheme$host$request_uri");
+        ngx_http_compile_complex_value_t ccv;
+        ngx_memzero(&ccv, sizeof(ccv));
+        ccv.cf = cf;
+        ccv.value = &def;
+        ccv.complex_value = conf->cache_key;
+        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+    }
+    ngx_conf_merge_uint_value(conf->cache_methods, prev->cache_methods,
+                              core::kGet | core::kHead);
+    conf->cache_methods |= core::kGet | core::kHead;
+    if (conf->cache_valid == nullptr) {
+        conf->cache_valid = prev->cache_valid;
+    }
+    ngx_conf_merge_ptr_value(conf->cache_bypass, prev->cache_bypass, nullptr);
+    ngx_conf_merge_ptr_value(conf->cache_no_store, prev->cache_no_store,
+                             nullptr);
+    ngx_conf_merge_size_value(conf->cache_max_size, prev->cache_max_size,
+                              1024 * 1024);
+    ngx_conf_merge_value(conf->cache_min_ttl, prev->cache_min_ttl, 0);
+    ngx_conf_merge_value(conf->cache_max_ttl, prev->cache_max_ttl, 0);
+    ngx_conf_merge_value(conf->cache_ignore_set_cookie,
+                         prev->cache_ignore_set_cookie, 0);
+    ngx_conf_merge_str_value(conf->cache_status_header,
+                             prev->cache_status_header, "");
+
+    if (conf->cache_max_ttl && conf->cache_min_ttl > conf->cache_max_ttl) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"fly_cache_min_ttl\" is greater than "
+                           "\"fly_cache_max_ttl\"");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    return static_cast<char *>(NGX_CONF_OK);
+}
+
+}  // namespace fly

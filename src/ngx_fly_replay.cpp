@@ -1,0 +1,357 @@
+// fly-edge nginx shell: write routing.  A rewrite phase handler (run
+// before the rewrite module's own, so before `return`) asks
+// the core whether this request belongs to the primary region and, if
+// so, answers with fly-replay (Fly's proxy replays it there), forwards
+// it through a named location, or refuses it when replaying would loop
+// or cannot work.  A header filter sets the sticky read-your-writes
+// cookie on writes that pass in the primary region.
+#include "ngx_fly.hpp"
+
+#include <exception>
+#include <string>
+
+namespace fly {
+
+namespace {
+
+using core::ReplayAction;
+
+ngx_http_output_header_filter_pt next_header_filter;
+
+std::string_view view(const ngx_str_t &s)
+{
+    return {reinterpret_cast<const char *>(s.data), s.len};
+}
+
+LocConf *loc_conf(ngx_http_request_t *r)
+{
+    return static_cast<LocConf *>(
+        ngx_http_get_module_loc_conf(r, ngx_http_fly_edge_module));
+}
+
+MainConf *main_conf(ngx_http_request_t *r)
+{
+    return static_cast<MainConf *>(
+        ngx_http_get_module_main_conf(r, ngx_http_fly_edge_module));
+}
+
+// The live fly-replay-until cookie, if the client has one.
+bool sticky_live(ngx_http_request_t *r)
+{
+    std::string_view value;
+    bool found = false;
+#if defined(nginx_version) && nginx_version >= 1023000
+    for (ngx_table_elt_t *h = r->headers_in.cookie; h && !found; h = h->next) {
+        found = core::find_cookie(view(h->value), core::kStickyCookie, value);
+    }
+#else
+    auto **hs = static_cast<ngx_table_elt_t **>(r->headers_in.cookies.elts);
+    for (ngx_uint_t i = 0; i < r->headers_in.cookies.nelts && !found; i++) {
+        found = core::find_cookie(view(hs[i]->value), core::kStickyCookie,
+                                  value);
+    }
+#endif
+    if (!found) {
+        return false;
+    }
+    int64_t until;
+    if (!core::parse_sticky_until(value, until)) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "fly_replay: ignoring malformed %s cookie",
+                      core::kStickyCookie.data());
+        return false;
+    }
+    return until > ngx_time();
+}
+
+// A plain-text answer with no request body read.
+ngx_int_t send_text(ngx_http_request_t *r, ngx_uint_t status,
+                    const char *text, bool retry_after)
+{
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    size_t len = ngx_strlen(text);
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len;
+    ngx_str_set(&r->headers_out.content_type, "text/plain");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    if (retry_after) {
+        ngx_table_elt_t *h = static_cast<ngx_table_elt_t *>(
+            ngx_list_push(&r->headers_out.headers));
+        if (h == nullptr) {
+            return NGX_ERROR;
+        }
+        h->hash = 1;
+        ngx_str_set(&h->key, "Retry-After");
+        ngx_str_set(&h->value, "1");
+    }
+    ngx_int_t rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+    ngx_buf_t *b = static_cast<ngx_buf_t *>(ngx_calloc_buf(r->pool));
+    if (b == nullptr) {
+        return NGX_ERROR;
+    }
+    b->pos = reinterpret_cast<u_char *>(const_cast<char *>(text));
+    b->last = b->pos + len;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+    ngx_chain_t out = {b, nullptr};
+    return ngx_http_output_filter(r, &out);
+}
+
+// The fly-replay answer: status, header, no body.
+ngx_int_t send_replay(ngx_http_request_t *r, MainConf *mcf, LocConf *lcf,
+                      RequestCtx *ctx, std::string_view state)
+{
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    std::string value = core::replay_header(view(mcf->primary_region), state);
+
+    ngx_table_elt_t *h = static_cast<ngx_table_elt_t *>(
+        ngx_list_push(&r->headers_out.headers));
+    if (h == nullptr) {
+        return NGX_ERROR;
+    }
+    h->hash = 1;
+    ngx_str_set(&h->key, "fly-replay");
+    h->value.len = value.size();
+    h->value.data = static_cast<u_char *>(ngx_pnalloc(r->pool, value.size()));
+    if (h->value.data == nullptr) {
+        return NGX_ERROR;
+    }
+    ngx_memcpy(h->value.data, value.data(), value.size());
+
+    ctx->replay_state.data = h->value.data + (value.size() - state.size());
+    ctx->replay_state.len = state.size();
+
+    r->headers_out.status = lcf->replay_status;
+    r->headers_out.content_length_n = 0;
+    r->header_only = 1;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly replay: %V -> \"%V\"", &r->method_name, &h->value);
+
+    return ngx_http_send_header(r);
+}
+
+ngx_int_t handle(ngx_http_request_t *r)
+{
+    LocConf *lcf = loc_conf(r);
+    if (lcf->replay == static_cast<ngx_uint_t>(core::ReplayMode::off)
+        || r != r->main)
+    {
+        return NGX_DECLINED;
+    }
+
+    RequestCtx *ctx = get_ctx(r);
+    if (ctx != nullptr && ctx->replay_action == ReplayAction::forward) {
+        return NGX_DECLINED;  // already on its way through the forward location
+    }
+
+    MainConf *mcf = main_conf(r);
+    core::ReplayInput in;
+    in.mode = static_cast<core::ReplayMode>(lcf->replay);
+    in.is_primary = mcf->is_primary == 1;
+    if (in.is_primary) {
+        return NGX_DECLINED;
+    }
+    in.method_matches = (lcf->replay_methods & method_bit(r->method)) != 0;
+    in.bypass = lcf->replay_bypass != nullptr
+                && ngx_http_test_predicates(r, lcf->replay_bypass)
+                       == NGX_DECLINED;
+
+    ngx_table_elt_t *src = nullptr;
+    ngx_list_part_t *part = &r->headers_in.headers.part;
+    auto *hs = static_cast<ngx_table_elt_t *>(part->elts);
+    for (ngx_uint_t i = 0;; i++) {
+        if (i >= part->nelts) {
+            if (part->next == nullptr) {
+                break;
+            }
+            part = part->next;
+            hs = static_cast<ngx_table_elt_t *>(part->elts);
+            i = 0;
+            if (part->nelts == 0) {
+                continue;
+            }
+        }
+        const ngx_str_t &k = hs[i].key;
+        if (k.len == 14 && ngx_strncasecmp(k.data, (u_char *) "fly-replay-src", 14) == 0) {
+            src = &hs[i];
+        } else if (k.len == 17
+                   && ngx_strncasecmp(k.data, (u_char *) "fly-replay-failed", 17) == 0)
+        {
+            in.replay_failed = true;
+        }
+    }
+    core::ReplaySrc parsed;
+    if (src != nullptr) {
+        if (core::parse_replay_src(view(src->value), parsed)) {
+            in.replay_src = true;
+        } else {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "fly_replay: ignoring malformed fly-replay-src "
+                          "\"%V\"", &src->value);
+        }
+    }
+    in.sticky = sticky_live(r);
+    in.has_body = r->headers_in.content_length_n > 0 || r->headers_in.chunked;
+    in.length_known = !r->headers_in.chunked;
+    in.content_length = r->headers_in.content_length_n;
+    in.max_body = static_cast<int64_t>(lcf->replay_max_body);
+    in.has_forward = lcf->replay_forward.len > 0;
+    in.forward_always = lcf->replay_forward_always == 1;
+
+    core::ReplayDecision d = core::decide_replay(in);
+    if (d.action == ReplayAction::pass) {
+        return NGX_DECLINED;
+    }
+
+    if (ctx == nullptr) {
+        ctx = create_ctx(r);
+        if (ctx == nullptr) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    ctx->replay_action = d.action;
+
+    switch (d.action) {
+    case ReplayAction::replay:
+        return send_replay(r, mcf, lcf, ctx, d.state);
+
+    case ReplayAction::loop:
+        if (in.replay_failed) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "fly_replay: Fly could not replay this request to "
+                          "the primary region \"%V\" (fly-replay-failed), "
+                          "and this region \"%V\" is not the primary",
+                          &mcf->primary_region, &mcf->region);
+            return send_text(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                             "The primary region could not be reached; "
+                             "try again shortly.\n", true);
+        }
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "fly_replay: request replayed from region \"%*s\" to "
+                      "region \"%V\", which is not the primary region "
+                      "\"%V\": not replaying it again",
+                      parsed.region.size(), parsed.region.data(),
+                      &mcf->region, &mcf->primary_region);
+        return send_text(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                         "This request was already replayed once and this "
+                         "region is not the primary; try again shortly.\n",
+                         true);
+
+    case ReplayAction::too_large:
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "fly_replay: body of %O bytes is over "
+                      "fly_replay_max_body %uz and no fly_replay_forward "
+                      "is set", r->headers_in.content_length_n,
+                      lcf->replay_max_body);
+        return send_text(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                         "This request must be handled by the primary region, "
+                         "and its body is too large to be replayed there.\n",
+                         false);
+
+    case ReplayAction::no_length:
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "fly_replay: a body without Content-Length cannot be "
+                      "replayed and no fly_replay_forward is set");
+        return send_text(r, NGX_HTTP_LENGTH_REQUIRED,
+                         "This request must be handled by the primary region; "
+                         "send it with a Content-Length to be replayed.\n",
+                         false);
+
+    case ReplayAction::forward:
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "fly replay: forwarding through \"%V\"",
+                       &lcf->replay_forward);
+        (void) ngx_http_named_location(r, &lcf->replay_forward);
+        ngx_http_finalize_request(r, NGX_DONE);
+        return NGX_DONE;
+
+    case ReplayAction::pass:
+        break;
+    }
+    return NGX_DECLINED;
+}
+
+ngx_int_t handler(ngx_http_request_t *r) noexcept
+{
+    try {
+        ngx_int_t rc = handle(r);
+        if (rc == NGX_DECLINED || rc == NGX_DONE) {
+            return rc;
+        }
+        // The answer was sent (or failed): end the request here.
+        ngx_http_finalize_request(r, rc);
+        return NGX_DONE;
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "fly_replay: %s; passing the request", e.what());
+    } catch (...) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "fly_replay: unknown error; passing the request");
+    }
+    return NGX_DECLINED;
+}
+
+// Sets the sticky cookie on a write that passed in the primary region.
+ngx_int_t header_filter(ngx_http_request_t *r) noexcept
+{
+    LocConf *lcf = loc_conf(r);
+    if (lcf->replay_sticky == 0 || r != r->main
+        || lcf->replay == static_cast<ngx_uint_t>(core::ReplayMode::off)
+        || r->headers_out.status < 200 || r->headers_out.status >= 400
+        || (lcf->replay_methods & method_bit(r->method)) == 0
+        || main_conf(r)->is_primary != 1)
+    {
+        return next_header_filter(r);
+    }
+
+    try {
+        std::string c = core::sticky_cookie(ngx_time(), lcf->replay_sticky);
+        ngx_table_elt_t *h = static_cast<ngx_table_elt_t *>(
+            ngx_list_push(&r->headers_out.headers));
+        u_char *p = static_cast<u_char *>(ngx_pnalloc(r->pool, c.size()));
+        if (h == nullptr || p == nullptr) {
+            return NGX_ERROR;
+        }
+        ngx_memcpy(p, c.data(), c.size());
+        h->hash = 1;
+        ngx_str_set(&h->key, "Set-Cookie");
+        h->value.data = p;
+        h->value.len = c.size();
+#if defined(nginx_version) && nginx_version >= 1023000
+        h->next = nullptr;
+#endif
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "fly_replay_sticky: %s", e.what());
+    }
+    return next_header_filter(r);
+}
+
+}  // namespace
+
+ngx_int_t replay_init(ngx_conf_t *cf)
+{
+    auto *cmcf = static_cast<ngx_http_core_main_conf_t *>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module));
+    auto *h = static_cast<ngx_http_handler_pt *>(
+        ngx_array_push(&cmcf->phases[NGX_HTTP_REWRITE_PHASE].handlers));
+    if (h == nullptr) {
+        return NGX_ERROR;
+    }
+    *h = handler;
+
+    next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = header_filter;
+    return NGX_OK;
+}
+
+}  // namespace fly

@@ -1,0 +1,95 @@
+// fly-edge nginx shell: the $fly_* variables.
+#include "ngx_fly.hpp"
+
+namespace fly {
+
+namespace {
+
+enum VarId : uintptr_t { kRegion, kPrimaryRegion, kIsPrimary, kReplay, kCacheStatus };
+
+void set_value(ngx_http_variable_value_t *v, const u_char *data, size_t len)
+{
+    v->len = len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = const_cast<u_char *>(data);
+}
+
+ngx_str_t cache_status_name(CacheStatus s)
+{
+    switch (s) {
+    case CacheStatus::hit: return ngx_string("HIT");
+    case CacheStatus::miss: return ngx_string("MISS");
+    case CacheStatus::bypass: return ngx_string("BYPASS");
+    case CacheStatus::expired: return ngx_string("EXPIRED");
+    case CacheStatus::error: return ngx_string("ERROR");
+    case CacheStatus::stale: return ngx_string("STALE");
+    case CacheStatus::updating: return ngx_string("UPDATING");
+    case CacheStatus::none: break;
+    }
+    return ngx_null_string;
+}
+
+ngx_int_t get_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+                       uintptr_t id) noexcept
+{
+    auto *mcf = static_cast<MainConf *>(
+        ngx_http_get_module_main_conf(r, ngx_http_fly_edge_module));
+
+    switch (id) {
+    case kRegion:
+        set_value(v, mcf->region.data, mcf->region.len);
+        return NGX_OK;
+    case kPrimaryRegion:
+        set_value(v, mcf->primary_region.data, mcf->primary_region.len);
+        return NGX_OK;
+    case kIsPrimary:
+        set_value(v, reinterpret_cast<const u_char *>(mcf->is_primary == 1 ? "1" : "0"), 1);
+        return NGX_OK;
+    default:
+        break;
+    }
+
+    // Per-request values may change while the request runs.
+    RequestCtx *ctx = get_ctx(r);
+    ngx_str_t s = ngx_null_string;
+    if (ctx != nullptr) {
+        s = id == kReplay ? ctx->replay_state
+                          : cache_status_name(ctx->cache_status);
+    }
+    set_value(v, s.data, s.len);
+    v->no_cacheable = 1;
+    return NGX_OK;
+}
+
+struct VarDef {
+    ngx_str_t name;
+    VarId id;
+    ngx_uint_t flags;
+};
+
+VarDef vars[] = {
+    {ngx_string("fly_region"), kRegion, 0},
+    {ngx_string("fly_primary_region"), kPrimaryRegion, 0},
+    {ngx_string("fly_is_primary"), kIsPrimary, 0},
+    {ngx_string("fly_replay"), kReplay, NGX_HTTP_VAR_NOCACHEABLE},
+    {ngx_string("fly_cache_status"), kCacheStatus, NGX_HTTP_VAR_NOCACHEABLE},
+};
+
+}  // namespace
+
+ngx_int_t add_variables(ngx_conf_t *cf)
+{
+    for (auto &d : vars) {
+        ngx_http_variable_t *var = ngx_http_add_variable(cf, &d.name, d.flags);
+        if (var == nullptr) {
+            return NGX_ERROR;
+        }
+        var->get_handler = get_variable;
+        var->data = d.id;
+    }
+    return NGX_OK;
+}
+
+}  // namespace fly

@@ -1,0 +1,170 @@
+// fly-edge: the module definition, worker start and stop, and the
+// per-request context every part of the shell shares.
+#include "ngx_fly.hpp"
+#include "ngx_fly_redis.hpp"
+
+#include <new>
+
+namespace fly {
+
+namespace {
+
+ngx_int_t preconfiguration(ngx_conf_t *cf) noexcept
+{
+    return add_variables(cf);
+}
+
+ngx_int_t postconfiguration(ngx_conf_t *cf) noexcept
+{
+    if (replay_init(cf) != NGX_OK || cache_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    // The http-level resolver, for Redis host names (merged by now; a
+    // resolver with no address is nginx's placeholder for "none").
+    auto *mcf = static_cast<MainConf *>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_fly_edge_module));
+    auto *clcf = static_cast<ngx_http_core_loc_conf_t *>(
+        ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module));
+    if (clcf->resolver != nullptr && clcf->resolver->connections.nelts > 0) {
+        mcf->resolver = clcf->resolver;
+        mcf->resolver_timeout = clcf->resolver_timeout;
+    }
+    return NGX_OK;
+}
+
+ngx_http_module_t module_ctx = {
+    preconfiguration,
+    postconfiguration,
+    create_main_conf,
+    init_main_conf,
+    nullptr,            // create server configuration
+    nullptr,            // merge server configuration
+    create_loc_conf,
+    merge_loc_conf,
+};
+
+ngx_int_t init_process(ngx_cycle_t *cycle) noexcept
+{
+    auto *mcf = static_cast<MainConf *>(
+        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_fly_edge_module));
+
+    if (mcf == nullptr || mcf->redis.host.len == 0) {
+        return NGX_OK;
+    }
+
+    try {
+        mcf->redis_client = new RedisClient(
+            mcf->redis, mcf->redis_connect_timeout, mcf->redis_timeout,
+            mcf->resolver, mcf->resolver_timeout, cycle->log);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      "fly_edge: cannot create the Redis client: %s", e.what());
+        return NGX_ERROR;
+    }
+    return NGX_OK;
+}
+
+void exit_process(ngx_cycle_t *cycle) noexcept
+{
+    auto *mcf = static_cast<MainConf *>(
+        ngx_http_cycle_get_module_main_conf(cycle, ngx_http_fly_edge_module));
+    if (mcf != nullptr && mcf->redis_client != nullptr) {
+        delete mcf->redis_client;
+        mcf->redis_client = nullptr;
+    }
+}
+
+// Internal redirects (error_page, named locations) wipe r->ctx; the
+// pool cleanup below keeps a pointer to the context so it is found again.
+void ctx_cleanup(void *) noexcept {}
+
+}  // namespace
+
+RequestCtx *get_ctx(ngx_http_request_t *r)
+{
+    auto *ctx = static_cast<RequestCtx *>(
+        ngx_http_get_module_ctx(r, ngx_http_fly_edge_module));
+    if (ctx != nullptr || !r->internal) {
+        return ctx;
+    }
+    for (ngx_pool_cleanup_t *cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ctx_cleanup) {
+            ctx = static_cast<RequestCtx *>(cln->data);
+            ngx_http_set_ctx(r, ctx, ngx_http_fly_edge_module);
+            return ctx;
+        }
+    }
+    return nullptr;
+}
+
+RequestCtx *create_ctx(ngx_http_request_t *r)
+{
+    RequestCtx *ctx = get_ctx(r);
+    if (ctx != nullptr) {
+        return ctx;
+    }
+    static_assert(std::is_trivially_destructible<RequestCtx>::value,
+                  "RequestCtx lives in the request pool");
+    ctx = static_cast<RequestCtx *>(ngx_pcalloc(r->pool, sizeof(RequestCtx)));
+    if (ctx == nullptr) {
+        return nullptr;
+    }
+    ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == nullptr) {
+        return nullptr;
+    }
+    cln->handler = ctx_cleanup;
+    cln->data = ctx;
+    ngx_http_set_ctx(r, ctx, ngx_http_fly_edge_module);
+    return ctx;
+}
+
+uint32_t method_bit(ngx_uint_t m)
+{
+    switch (m) {
+    case NGX_HTTP_GET: return core::kGet;
+    case NGX_HTTP_HEAD: return core::kHead;
+    case NGX_HTTP_POST: return core::kPost;
+    case NGX_HTTP_PUT: return core::kPut;
+    case NGX_HTTP_DELETE: return core::kDelete;
+    case NGX_HTTP_PATCH: return core::kPatch;
+    case NGX_HTTP_OPTIONS: return core::kOptions;
+    case NGX_HTTP_PROPFIND: return core::kPropfind;
+    case NGX_HTTP_PROPPATCH: return core::kProppatch;
+    case NGX_HTTP_MKCOL: return core::kMkcol;
+    case NGX_HTTP_COPY: return core::kCopy;
+    case NGX_HTTP_MOVE: return core::kMove;
+    case NGX_HTTP_LOCK: return core::kLock;
+    case NGX_HTTP_UNLOCK: return core::kUnlock;
+    case NGX_HTTP_TRACE: return core::kTrace;
+    default: return 0;
+    }
+}
+
+bool log_allowed(time_t *slot)
+{
+    time_t now = ngx_time();
+    if (*slot == now) {
+        return false;
+    }
+    *slot = now;
+    return true;
+}
+
+}  // namespace fly
+
+ngx_module_t ngx_http_fly_edge_module = {
+    NGX_MODULE_V1,
+    &fly::module_ctx,
+    fly::commands,
+    NGX_HTTP_MODULE,
+    nullptr,                 // init master
+    nullptr,                 // init module
+    fly::init_process,
+    nullptr,                 // init thread
+    nullptr,                 // exit thread
+    fly::exit_process,
+    nullptr,                 // exit master
+    NGX_MODULE_V1_PADDING
+};
