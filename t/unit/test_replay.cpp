@@ -1,0 +1,223 @@
+// Unit tests of the replay decision and the parsers it uses.
+#include "unit.hpp"
+#include "core/replay.hpp"
+
+using namespace fly::core;
+
+namespace {
+
+ReplayInput write_in_replica()
+{
+    ReplayInput in;
+    in.mode = ReplayMode::on;
+    in.method_matches = true;
+    return in;
+}
+
+void test_off_and_primary_pass(void **)
+{
+    ReplayInput in = write_in_replica();
+    in.mode = ReplayMode::off;
+    assert_int_equal((int) decide_replay(in).action, (int) ReplayAction::pass);
+
+    in = write_in_replica();
+    in.is_primary = true;
+    in.replay_src = true;     // even a replayed request passes in the primary
+    in.replay_failed = true;
+    assert_int_equal((int) decide_replay(in).action, (int) ReplayAction::pass);
+
+    in.mode = ReplayMode::always;
+    assert_int_equal((int) decide_replay(in).action, (int) ReplayAction::pass);
+}
+
+void test_method_replayed(void **)
+{
+    ReplayDecision d = decide_replay(write_in_replica());
+    assert_int_equal((int) d.action, (int) ReplayAction::replay);
+    assert_sv_equal(d.state, "method");
+}
+
+void test_read_passes_unless_always_or_sticky(void **)
+{
+    ReplayInput in = write_in_replica();
+    in.method_matches = false;
+    assert_int_equal((int) decide_replay(in).action, (int) ReplayAction::pass);
+
+    in.mode = ReplayMode::always;
+    ReplayDecision d = decide_replay(in);
+    assert_int_equal((int) d.action, (int) ReplayAction::replay);
+    assert_sv_equal(d.state, "always");
+
+    in.mode = ReplayMode::on;
+    in.sticky = true;
+    d = decide_replay(in);
+    assert_int_equal((int) d.action, (int) ReplayAction::replay);
+    assert_sv_equal(d.state, "sticky");
+}
+
+void test_bypass_wins(void **)
+{
+    ReplayInput in = write_in_replica();
+    in.bypass = true;
+    assert_int_equal((int) decide_replay(in).action, (int) ReplayAction::pass);
+    in.mode = ReplayMode::always;
+    in.sticky = true;
+    assert_int_equal((int) decide_replay(in).action, (int) ReplayAction::pass);
+}
+
+void test_loop(void **)
+{
+    ReplayInput in = write_in_replica();
+    in.replay_src = true;
+    assert_int_equal((int) decide_replay(in).action, (int) ReplayAction::loop);
+
+    in = write_in_replica();
+    in.replay_failed = true;
+    assert_int_equal((int) decide_replay(in).action, (int) ReplayAction::loop);
+
+    // a replayed read that this region would not replay passes
+    in.method_matches = false;
+    assert_int_equal((int) decide_replay(in).action, (int) ReplayAction::pass);
+
+    // loop wins over forward too: forwarding would also leave this region
+    in = write_in_replica();
+    in.replay_src = true;
+    in.has_forward = true;
+    in.forward_always = true;
+    assert_int_equal((int) decide_replay(in).action, (int) ReplayAction::loop);
+}
+
+void test_bodies(void **)
+{
+    ReplayInput in = write_in_replica();
+    in.has_body = true;
+    in.content_length = 1 << 20;             // exactly the limit: replayable
+    assert_int_equal((int) decide_replay(in).action, (int) ReplayAction::replay);
+
+    in.content_length = (1 << 20) + 1;
+    assert_int_equal((int) decide_replay(in).action,
+                     (int) ReplayAction::too_large);
+    in.has_forward = true;
+    assert_int_equal((int) decide_replay(in).action, (int) ReplayAction::forward);
+
+    in = write_in_replica();
+    in.has_body = true;
+    in.length_known = false;                 // chunked
+    assert_int_equal((int) decide_replay(in).action,
+                     (int) ReplayAction::no_length);
+    in.has_forward = true;
+    assert_int_equal((int) decide_replay(in).action, (int) ReplayAction::forward);
+
+    // no body at all (DELETE): replayable
+    in = write_in_replica();
+    in.has_body = false;
+    in.length_known = true;
+    assert_int_equal((int) decide_replay(in).action, (int) ReplayAction::replay);
+}
+
+void test_forward_always(void **)
+{
+    ReplayInput in = write_in_replica();
+    in.has_forward = true;
+    assert_int_equal((int) decide_replay(in).action, (int) ReplayAction::replay);
+    in.forward_always = true;
+    ReplayDecision d = decide_replay(in);
+    assert_int_equal((int) d.action, (int) ReplayAction::forward);
+    assert_sv_equal(d.state, "method");
+}
+
+void test_methods(void **)
+{
+    assert_int_equal(method_from_name("POST"), kPost);
+    assert_int_equal(method_from_name("PROPFIND"), kPropfind);
+    assert_int_equal(method_from_name("post"), 0);
+    assert_int_equal(method_from_name(""), 0);
+    assert_int_equal(method_from_name("POSTX"), 0);
+    assert_int_equal(kDefaultReplayMethods, kPost | kPut | kPatch | kDelete);
+}
+
+void test_replay_header(void **)
+{
+    assert_sv_equal(replay_header("scl", "method"), "region=scl;state=method");
+    assert_sv_equal(replay_header("scl", ""), "region=scl");
+}
+
+void test_parse_replay_src(void **)
+{
+    ReplaySrc s;
+    assert_true(parse_replay_src(
+        "instance=0x1;region=ord;t=1700000000000000;state=method", s));
+    assert_sv_equal(s.instance, "0x1");
+    assert_sv_equal(s.region, "ord");
+    assert_sv_equal(s.state, "method");
+    assert_true(s.t == 1700000000000000LL);
+
+    assert_true(parse_replay_src("t=1;region=atl", s));      // any order
+    assert_sv_equal(s.region, "atl");
+    assert_true(parse_replay_src("region=atl;t=5;future=x", s));  // unknown key
+
+    const char *bad[] = {
+        "", "region=atl", "t=1", "region=;t=1", "region=atl;t=",
+        "region=atl;t=12a", "region=atl;t=1;", ";region=atl;t=1",
+        "region=atl;;t=1", "region atl;t=1", "region=a tl;t=1",
+        "region=atl;t=1;region=ord", "=x;region=atl;t=1",
+        "region=atl;t=1234567890123456789", "region=\x01;t=1",
+        "region=atl,ord;t=1", "region=atl;t=1;state=a=b",
+    };
+    for (const char *b : bad) {
+        if (parse_replay_src(b, s)) {
+            fail_msg("accepted malformed fly-replay-src \"%s\"", b);
+        }
+    }
+}
+
+void test_cookies(void **)
+{
+    std::string_view v;
+    assert_true(find_cookie("a=1; fly-replay-until=123; b=2", kStickyCookie, v));
+    assert_sv_equal(v, "123");
+    assert_true(find_cookie("fly-replay-until=\"77\"", kStickyCookie, v));
+    assert_sv_equal(v, "77");
+    assert_true(find_cookie("a=1;fly-replay-until=9", kStickyCookie, v));
+    assert_sv_equal(v, "9");
+    assert_false(find_cookie("xfly-replay-until=1", kStickyCookie, v));
+    assert_false(find_cookie("", kStickyCookie, v));
+    assert_false(find_cookie("fly-replay-until", kStickyCookie, v));
+    assert_false(find_cookie(";;;", kStickyCookie, v));
+
+    int64_t until;
+    assert_true(parse_sticky_until("1700000005", until));
+    assert_true(until == 1700000005);
+    assert_false(parse_sticky_until("", until));
+    assert_false(parse_sticky_until("-1", until));
+    assert_false(parse_sticky_until("12x", until));
+    assert_false(parse_sticky_until("1234567890123", until));
+}
+
+void test_sticky_cookie(void **)
+{
+    assert_sv_equal(sticky_cookie(1000, 5),
+                    "fly-replay-until=1005; Max-Age=5; Path=/; HttpOnly; "
+                    "SameSite=Lax");
+}
+
+}  // namespace
+
+int main()
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_off_and_primary_pass),
+        cmocka_unit_test(test_method_replayed),
+        cmocka_unit_test(test_read_passes_unless_always_or_sticky),
+        cmocka_unit_test(test_bypass_wins),
+        cmocka_unit_test(test_loop),
+        cmocka_unit_test(test_bodies),
+        cmocka_unit_test(test_forward_always),
+        cmocka_unit_test(test_methods),
+        cmocka_unit_test(test_replay_header),
+        cmocka_unit_test(test_parse_replay_src),
+        cmocka_unit_test(test_cookies),
+        cmocka_unit_test(test_sticky_cookie),
+    };
+    return cmocka_run_group_tests_name("replay", tests, nullptr, nullptr);
+}
