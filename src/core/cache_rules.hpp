@@ -54,6 +54,9 @@ enum class StoreVerdict : uint8_t {
     status,          // status not cacheable (1xx, 206, 304, ...)
     no_freshness,    // neither explicit freshness nor a fly_cache_valid rule
     expired,         // freshness lifetime minus age is <= 0
+    // added by the core (appended, so the values above do not move):
+    range,           // the request had Range (we store only whole responses)
+    invalid,         // Cache-Control could not be parsed: treated as stale
 };
 
 struct StoreDecision {
@@ -82,7 +85,10 @@ bool is_hop_by_hop(std::string_view name, std::string_view connection);
 constexpr std::string_view kKeyPrefix = "fly:";
 constexpr size_t kMaxKeyLen = 2048;
 
-// Builds the Redis key for the base entry; false when too long.
+// Builds the Redis key for the base entry; false when the configured key
+// is empty, holds the variant separator byte 0x1f (which would let one
+// URL's key spell another URL's variant key) or the result is over
+// kMaxKeyLen.
 bool build_key(std::string_view configured, std::string &out);
 
 // Vary.  `vary` is the list of request header names the response varies
@@ -90,15 +96,18 @@ bool build_key(std::string_view configured, std::string &out);
 // request's value of that header (empty when absent; several lines are
 // already joined with ", ").  The variant key is the base key followed
 // by, for each name in lower case and sorted order, "\x1f" name "="
-// normalized value (white space around commas collapsed).  False when
-// the result is over kMaxKeyLen.
+// normalized value (white space around commas collapsed, empty list
+// elements dropped, '%', control bytes and DEL written as %XX so that a
+// value cannot forge the separator).  False when the result is over
+// kMaxKeyLen, or when `vary` names more than 16 distinct headers.
 template <typename Lookup>
 bool build_variant_key(std::string_view base_key, std::string_view vary,
                        Lookup &&lookup, std::string &out);
 
 // Non-template part, used by the template above and by tests.
 // Splits `vary` into names (lower-cased, sorted, duplicates removed).
-// Returns false when the list has "*" or an invalid token.
+// Returns false when the list has "*", an invalid token or more than
+// `max` distinct names.  Empty elements are skipped; n == 0 is possible.
 bool vary_names(std::string_view vary, std::string names[], size_t max,
                 size_t &n);
 void append_vary_part(std::string &key, std::string_view name,

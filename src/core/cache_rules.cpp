@@ -1,0 +1,352 @@
+// fly-edge pure core: what a shared cache may store, and for how long
+// (RFC 9111 sections 3 and 4.2), plus the cache key and its Vary variants.
+#include "core/cache_rules.hpp"
+
+#include <climits>
+
+namespace fly::core {
+
+namespace {
+
+// The largest lifetime we keep: delta-seconds saturate at 2^31 (RFC 9111
+// 1.2.2) and the entry stores the TTL in 32 bits.
+constexpr int64_t kTtlMax = int64_t{1} << 31;
+
+constexpr char kVarySep = '\x1f';
+
+bool is_ows(char c) { return c == ' ' || c == '\t'; }
+
+char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+bool iequals(std::string_view a, std::string_view b)
+{
+    if (a.size() != b.size()) {
+        return false;
+    }
+    for (size_t i = 0; i < a.size(); i++) {
+        if (lower(a[i]) != lower(b[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// tchar (RFC 9110 5.6.2)
+bool is_tchar(char ch)
+{
+    unsigned char c = static_cast<unsigned char>(ch);
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
+        return true;
+    }
+    switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*':
+    case '+': case '-': case '.': case '^': case '_': case '`': case '|':
+    case '~':
+        return true;
+    default:
+        return false;
+    }
+}
+
+std::string_view trim(std::string_view s)
+{
+    while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
+    while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
+    return s;
+}
+
+// Calls f(element) for each element of a comma-separated list (RFC 9110
+// 5.6.1), trimmed of white space; empty elements are skipped.  Stops and
+// returns false as soon as f does.
+template <typename F>
+bool for_each_element(std::string_view list, F &&f)
+{
+    size_t i = 0;
+    while (i <= list.size()) {
+        size_t comma = list.find(',', i);
+        if (comma == std::string_view::npos) {
+            comma = list.size();
+        }
+        std::string_view e = trim(list.substr(i, comma - i));
+        if (!e.empty() && !f(e)) {
+            return false;
+        }
+        i = comma + 1;
+    }
+    return true;
+}
+
+int64_t sat_sub(int64_t a, int64_t b)
+{
+    int64_t r;
+    if (__builtin_sub_overflow(a, b, &r)) {
+        return b < 0 ? INT64_MAX : INT64_MIN;
+    }
+    return r;
+}
+
+// Final statuses only; never 206 (we do not combine partial content) nor
+// 304 (it updates a stored response, it is not one: RFC 9111 4.3.4).
+// Statuses beyond 599 are not HTTP's and are not stored.
+bool cacheable_status(int status)
+{
+    return status >= 200 && status <= 599 && status != 206 && status != 304;
+}
+
+// RFC 9111 3.5: a shared cache stores a response to a request with
+// Authorization only when the response explicitly allows it.
+bool shareable_with_authorization(const CacheControl &cc)
+{
+    return cc.is_public || cc.s_maxage >= 0 || cc.must_revalidate;
+}
+
+// The explicit freshness lifetime (RFC 9111 4.2.1): s-maxage (shared
+// caches only) over max-age over Expires minus Date.  Without Date the
+// receipt time stands in for it (RFC 9110 6.6.1).  An invalid Expires
+// means "already expired" (RFC 9111 5.3).  False when the response gives
+// no explicit freshness at all.
+bool explicit_lifetime(const ResponseFacts &f, int64_t &lifetime)
+{
+    if (f.cc.s_maxage >= 0) {
+        lifetime = f.cc.s_maxage;
+    } else if (f.cc.max_age >= 0) {
+        lifetime = f.cc.max_age;
+    } else if (f.has_expires) {
+        lifetime = f.expires_valid
+                       ? sat_sub(f.expires, f.has_date ? f.date : f.now)
+                       : 0;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+// fly_cache_valid: a rule naming the status beats an "any" rule whatever
+// their order; among equals the first one wins.
+const ValidRule *find_valid_rule(const CachePolicy &p, int status)
+{
+    const ValidRule *any = nullptr;
+    for (size_t i = 0; i < p.nvalid; i++) {
+        if (p.valid[i].status == status) {
+            return &p.valid[i];
+        }
+        if (p.valid[i].status == 0 && any == nullptr) {
+            any = &p.valid[i];
+        }
+    }
+    return any;
+}
+
+// fly_cache_min_ttl raises a positive lifetime only: a response that is
+// already stale (max-age=0, an Expires in the past, an Age beyond its
+// lifetime) stays stale, since RFC 9111 4.2.4 forbids serving it without
+// revalidation.  fly_cache_max_ttl is applied last: it is a hard ceiling,
+// even over min_ttl.
+int64_t clamp_ttl(int64_t ttl, const CachePolicy &p)
+{
+    if (ttl <= 0) {
+        return ttl;
+    }
+    if (p.min_ttl > 0 && ttl < p.min_ttl) {
+        ttl = p.min_ttl;
+    }
+    if (p.max_ttl > 0 && ttl > p.max_ttl) {
+        ttl = p.max_ttl;
+    }
+    return ttl < kTtlMax ? ttl : kTtlMax;
+}
+
+StoreDecision verdict(StoreVerdict v)
+{
+    StoreDecision d;
+    d.verdict = v;
+    return d;
+}
+
+// Why the response must not be stored, if it must not (RFC 9111 3).
+bool refusal(const ResponseFacts &f, const CachePolicy &p, StoreVerdict &why)
+{
+    const CacheControl &cc = f.cc;
+    if (!cacheable_status(f.status)) {
+        why = StoreVerdict::status;
+    } else if (cc.no_store) {                       // RFC 9111 5.2.2.5
+        why = StoreVerdict::no_store;
+    } else if (cc.is_private) {                     // RFC 9111 5.2.2.7
+        why = StoreVerdict::is_private;
+    } else if (cc.no_cache) {                       // RFC 9111 5.2.2.4
+        why = StoreVerdict::no_cache;               // we do not revalidate yet
+    } else if (f.vary_star) {                       // RFC 9111 4.1
+        why = StoreVerdict::vary_star;
+    } else if (f.request_range) {
+        why = StoreVerdict::range;
+    } else if (f.request_authorization && !shareable_with_authorization(cc)) {
+        why = StoreVerdict::authorization;
+    } else if (f.has_set_cookie && !p.ignore_set_cookie) {
+        why = StoreVerdict::set_cookie;
+    } else if (cc.invalid) {
+        // RFC 9111 4.2.1: a cache is encouraged to consider a response
+        // with invalid freshness information stale.
+        why = StoreVerdict::invalid;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+void append_escaped(std::string &key, char ch)
+{
+    static constexpr char kHex[] = "0123456789ABCDEF";
+    unsigned char c = static_cast<unsigned char>(ch);
+    if (c == '%' || c < 0x20 || c == 0x7f) {
+        key += '%';
+        key += kHex[c >> 4];
+        key += kHex[c & 0xf];
+    } else {
+        key += ch;
+    }
+}
+
+}  // namespace
+
+StoreDecision decide_store(const ResponseFacts &f, const CachePolicy &p)
+{
+    StoreVerdict why;
+    if (refusal(f, p, why)) {
+        return verdict(why);
+    }
+
+    int64_t lifetime = 0;
+    if (!explicit_lifetime(f, lifetime)) {
+        const ValidRule *rule = find_valid_rule(p, f.status);
+        if (rule == nullptr) {
+            return verdict(StoreVerdict::no_freshness);
+        }
+        lifetime = rule->ttl;
+    }
+
+    // RFC 9111 4.2: fresh while the lifetime exceeds the current age; the
+    // origin's Age is the part of it spent before us.
+    int64_t ttl = clamp_ttl(sat_sub(lifetime, f.age > 0 ? f.age : 0), p);
+    if (ttl <= 0) {
+        return verdict(StoreVerdict::expired);
+    }
+
+    StoreDecision d = verdict(StoreVerdict::store);
+    d.ttl = ttl;
+    // RFC 5861 extensions, kept for later.  must-revalidate and
+    // proxy-revalidate forbid any stale use (RFC 9111 4.2.4, 5.2.2.2,
+    // 5.2.2.8), so they cancel both.  s-maxage alone does not: a response
+    // that states stale-while-revalidate next to s-maxage asks for it.
+    if (!f.cc.must_revalidate && !f.cc.proxy_revalidate) {
+        d.stale_while_revalidate =
+            f.cc.stale_while_revalidate > 0 ? f.cc.stale_while_revalidate : 0;
+        d.stale_if_error = f.cc.stale_if_error > 0 ? f.cc.stale_if_error : 0;
+    }
+    return d;
+}
+
+std::string_view verdict_name(StoreVerdict v)
+{
+    switch (v) {
+    case StoreVerdict::store:         return "store";
+    case StoreVerdict::no_store:      return "no-store";
+    case StoreVerdict::is_private:    return "private";
+    case StoreVerdict::no_cache:      return "no-cache";
+    case StoreVerdict::authorization: return "authorization";
+    case StoreVerdict::set_cookie:    return "set-cookie";
+    case StoreVerdict::vary_star:     return "vary-star";
+    case StoreVerdict::status:        return "status";
+    case StoreVerdict::no_freshness:  return "no-freshness";
+    case StoreVerdict::expired:       return "expired";
+    case StoreVerdict::range:         return "range";
+    case StoreVerdict::invalid:       return "invalid-cache-control";
+    }
+    return "unknown";
+}
+
+bool is_hop_by_hop(std::string_view name, std::string_view connection)
+{
+    // RFC 9110 7.6.1, plus Keep-Alive and Proxy-Connection which predate it
+    static constexpr std::string_view kFixed[] = {
+        "connection", "keep-alive", "proxy-connection", "te", "trailer",
+        "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-authorization",
+    };
+    for (std::string_view h : kFixed) {
+        if (iequals(name, h)) {
+            return true;
+        }
+    }
+    // keep looking while the element does not name it
+    return !for_each_element(connection, [&](std::string_view e) {
+        return !iequals(e, name);
+    });
+}
+
+bool build_key(std::string_view configured, std::string &out)
+{
+    if (configured.empty() || configured.find(kVarySep) != std::string_view::npos ||
+        configured.size() > kMaxKeyLen - kKeyPrefix.size()) {
+        return false;
+    }
+    out.assign(kKeyPrefix);
+    out.append(configured);
+    return true;
+}
+
+bool vary_names(std::string_view vary, std::string names[], size_t max, size_t &n)
+{
+    n = 0;
+    return for_each_element(vary, [&](std::string_view e) {
+        if (e == "*") {                         // RFC 9110 12.5.5
+            return false;
+        }
+        for (char c : e) {
+            if (!is_tchar(c)) {
+                return false;
+            }
+        }
+        std::string name(e.size(), '\0');
+        for (size_t i = 0; i < e.size(); i++) {
+            name[i] = lower(e[i]);
+        }
+        // insertion into the sorted, duplicate-free array
+        size_t pos = 0;
+        while (pos < n && names[pos] < name) {
+            pos++;
+        }
+        if (pos < n && names[pos] == name) {
+            return true;
+        }
+        if (n == max) {
+            return false;
+        }
+        for (size_t i = n; i > pos; i--) {
+            names[i] = std::move(names[i - 1]);
+        }
+        names[pos] = std::move(name);
+        n++;
+        return true;
+    });
+}
+
+void append_vary_part(std::string &key, std::string_view name, std::string_view value)
+{
+    key += kVarySep;
+    for (char c : name) {
+        key += lower(c);
+    }
+    key += '=';
+    bool first = true;
+    for_each_element(value, [&](std::string_view e) {
+        if (!first) {
+            key += ',';
+        }
+        first = false;
+        for (char c : e) {
+            append_escaped(key, c);
+        }
+        return true;
+    });
+}
+
+}  // namespace fly::core

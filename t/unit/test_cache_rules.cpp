@@ -1,0 +1,598 @@
+// Unit tests: what a shared cache may store and for how long, hop-by-hop
+// headers, the key builder and Vary variants.
+#include "unit.hpp"
+
+#include <map>
+
+#include "core/cache_rules.hpp"
+
+using namespace fly::core;
+
+namespace {
+
+constexpr int64_t kNow = 1700000000;
+
+// A 200 with a Date of now and the given Cache-Control.
+ResponseFacts facts(std::string_view cache_control = "", int status = 200)
+{
+    ResponseFacts f;
+    f.status = status;
+    f.now = kNow;
+    f.has_date = true;
+    f.date = kNow;
+    parse_cache_control(cache_control, f.cc);
+    return f;
+}
+
+const CachePolicy kNoPolicy{};
+
+StoreDecision decide(const ResponseFacts &f, const CachePolicy &p = kNoPolicy)
+{
+    return decide_store(f, p);
+}
+
+void expect(const ResponseFacts &f, const CachePolicy &p, StoreVerdict v, int64_t ttl = -1)
+{
+    StoreDecision d = decide_store(f, p);
+    if (d.verdict != v) {
+        print_error("verdict %s, expected %s\n", std::string(verdict_name(d.verdict)).c_str(),
+                    std::string(verdict_name(v)).c_str());
+        fail();
+    }
+    if (ttl >= 0) {
+        assert_int_equal(d.ttl, ttl);
+    }
+}
+
+void stored(const ResponseFacts &f, int64_t ttl, const CachePolicy &p = kNoPolicy)
+{
+    expect(f, p, StoreVerdict::store, ttl);
+}
+
+void refused(const ResponseFacts &f, StoreVerdict v, const CachePolicy &p = kNoPolicy)
+{
+    expect(f, p, v);
+    assert_int_equal(decide_store(f, p).ttl, 0);
+}
+
+// ---- statuses ----
+
+void test_status(void **)
+{
+    const int storable[] = {200, 203, 204, 300, 301, 302, 307, 308, 404, 410, 500, 503, 599};
+    for (int s : storable) {
+        stored(facts("max-age=60", s), 60);
+    }
+    const int never[] = {0, 100, 101, 103, 199, 206, 304, 600, 999, -1};
+    for (int s : never) {
+        refused(facts("max-age=60, public", s), StoreVerdict::status);
+    }
+    // even with a fly_cache_valid "any" rule
+    ValidRule any[] = {{0, 600}};
+    CachePolicy p;
+    p.valid = any;
+    p.nvalid = 1;
+    refused(facts("", 206), StoreVerdict::status, p);
+    refused(facts("", 304), StoreVerdict::status, p);
+    refused(facts("", 101), StoreVerdict::status, p);
+}
+
+// ---- Cache-Control refusals ----
+
+void test_no_store_private_no_cache(void **)
+{
+    refused(facts("no-store, max-age=60"), StoreVerdict::no_store);
+    refused(facts("max-age=60, private"), StoreVerdict::is_private);
+    refused(facts("private=\"X-User\", s-maxage=60"), StoreVerdict::is_private);
+    refused(facts("no-cache, max-age=60"), StoreVerdict::no_cache);
+    refused(facts("no-cache=\"Set-Cookie\", max-age=60"), StoreVerdict::no_cache);
+    refused(facts("public, no-store"), StoreVerdict::no_store);
+    refused(facts("public, private, max-age=60"), StoreVerdict::is_private);
+    // the same responses without those directives are stored
+    stored(facts("max-age=60"), 60);
+    stored(facts("public, max-age=60"), 60);
+}
+
+void test_invalid_cache_control(void **)
+{
+    // RFC 9111 4.2.1: invalid freshness information is stale
+    refused(facts("max-age=abc"), StoreVerdict::invalid);
+    refused(facts("max-age=60, max-age=x"), StoreVerdict::invalid);
+    refused(facts("max-age=60, foo=\"unterminated"), StoreVerdict::invalid);
+    // even with a fly_cache_valid rule
+    ValidRule any[] = {{0, 600}};
+    CachePolicy p;
+    p.valid = any;
+    p.nvalid = 1;
+    refused(facts("max-age=-5"), StoreVerdict::invalid, p);
+    // a restrictive directive still wins the reason
+    refused(facts("no-store, max-age=x"), StoreVerdict::no_store);
+}
+
+void test_vary_star_and_range(void **)
+{
+    ResponseFacts f = facts("max-age=60");
+    f.vary_star = true;
+    refused(f, StoreVerdict::vary_star);
+
+    f = facts("max-age=60");
+    f.request_range = true;
+    refused(f, StoreVerdict::range);
+}
+
+void test_authorization(void **)
+{
+    ResponseFacts f = facts("max-age=60");
+    f.request_authorization = true;
+    refused(f, StoreVerdict::authorization);
+
+    f = facts("max-age=60, proxy-revalidate");     // not in RFC 9111 3.5's list
+    f.request_authorization = true;
+    refused(f, StoreVerdict::authorization);
+
+    f = facts("public, max-age=60");
+    f.request_authorization = true;
+    stored(f, 60);
+
+    f = facts("s-maxage=30");
+    f.request_authorization = true;
+    stored(f, 30);
+
+    f = facts("must-revalidate, max-age=60");
+    f.request_authorization = true;
+    stored(f, 60);
+
+    // without Authorization none of them is needed
+    stored(facts("max-age=60"), 60);
+}
+
+void test_set_cookie(void **)
+{
+    ResponseFacts f = facts("public, max-age=60");
+    f.has_set_cookie = true;
+    refused(f, StoreVerdict::set_cookie);
+
+    CachePolicy p;
+    p.ignore_set_cookie = true;
+    stored(f, 60, p);
+}
+
+// ---- freshness ----
+
+void test_freshness_precedence(void **)
+{
+    ResponseFacts f = facts("max-age=60, s-maxage=30");
+    f.has_expires = true;
+    f.expires_valid = true;
+    f.expires = kNow + 90;
+    stored(f, 30);                       // s-maxage first
+
+    f = facts("max-age=60");
+    f.has_expires = true;
+    f.expires_valid = true;
+    f.expires = kNow + 90;
+    stored(f, 60);                       // then max-age
+
+    f = facts("");
+    f.has_expires = true;
+    f.expires_valid = true;
+    f.expires = kNow + 90;
+    stored(f, 90);                       // then Expires - Date
+
+    f = facts("s-maxage=0, max-age=60");
+    refused(f, StoreVerdict::expired);  // s-maxage=0 beats max-age
+
+    // max-age present: an invalid or past Expires is ignored (RFC 9111 5.3)
+    f = facts("max-age=60");
+    f.has_expires = true;
+    f.expires_valid = false;
+    stored(f, 60);
+    f.expires_valid = true;
+    f.expires = kNow - 1000;
+    stored(f, 60);
+}
+
+void test_expires(void **)
+{
+    // Expires minus Date, not minus now
+    ResponseFacts f = facts("");
+    f.date = kNow - 100;
+    f.has_expires = true;
+    f.expires_valid = true;
+    f.expires = kNow + 100;
+    stored(f, 200);
+
+    // without Date: minus the receipt time
+    f.has_date = false;
+    stored(f, 100);
+
+    // an invalid Expires means already expired, and is explicit freshness:
+    // fly_cache_valid does not rescue it
+    ValidRule any[] = {{0, 600}};
+    CachePolicy p;
+    p.valid = any;
+    p.nvalid = 1;
+    f = facts("");
+    f.has_expires = true;
+    f.expires_valid = false;
+    refused(f, StoreVerdict::expired);
+    refused(f, StoreVerdict::expired, p);
+
+    // Expires in the past or equal to Date
+    f = facts("");
+    f.has_expires = true;
+    f.expires_valid = true;
+    f.expires = kNow;
+    refused(f, StoreVerdict::expired);
+    f.expires = kNow - 1;
+    refused(f, StoreVerdict::expired, p);
+
+    // extreme values do not overflow
+    f.expires = INT64_MAX;
+    f.date = INT64_MIN;
+    StoreDecision d = decide(f);
+    assert_int_equal(d.verdict, StoreVerdict::store);
+    assert_int_equal(d.ttl, int64_t{1} << 31);
+    f.expires = INT64_MIN;
+    f.date = INT64_MAX;
+    refused(f, StoreVerdict::expired);
+}
+
+void test_max_age_zero(void **)
+{
+    refused(facts("max-age=0"), StoreVerdict::expired);
+    refused(facts("s-maxage=0"), StoreVerdict::expired);
+    // min_ttl does not resurrect an explicitly stale response
+    CachePolicy p;
+    p.min_ttl = 300;
+    refused(facts("max-age=0"), StoreVerdict::expired, p);
+    ValidRule any[] = {{0, 600}};
+    p.valid = any;
+    p.nvalid = 1;
+    refused(facts("max-age=0"), StoreVerdict::expired, p);
+}
+
+void test_age_subtracted(void **)
+{
+    ResponseFacts f = facts("max-age=60");
+    f.age = 20;
+    stored(f, 40);
+    f.age = 59;
+    stored(f, 1);
+    f.age = 60;
+    refused(f, StoreVerdict::expired);
+    f.age = 1000;
+    refused(f, StoreVerdict::expired);
+    f.age = INT64_MAX;
+    refused(f, StoreVerdict::expired);
+    f.age = -50;                          // nonsense: ignored
+    stored(f, 60);
+
+    // fly_cache_valid lifetimes age too
+    ValidRule any[] = {{0, 600}};
+    CachePolicy p;
+    p.valid = any;
+    p.nvalid = 1;
+    f = facts("");
+    f.age = 100;
+    stored(f, 500, p);
+    f.age = 600;
+    refused(f, StoreVerdict::expired, p);
+}
+
+void test_cache_valid(void **)
+{
+    // no freshness of its own and no rule: not stored
+    refused(facts(""), StoreVerdict::no_freshness);
+    refused(facts("public"), StoreVerdict::no_freshness);
+    refused(facts("must-revalidate"), StoreVerdict::no_freshness);
+
+    ValidRule rules[] = {{0, 60}, {200, 600}, {404, 30}, {200, 999}};
+    CachePolicy p;
+    p.valid = rules;
+    p.nvalid = 4;
+    stored(facts("", 200), 600, p);        // the named status beats "any"
+    stored(facts("", 404), 30, p);
+    stored(facts("", 301), 60, p);         // "any"
+    stored(facts("", 500), 60, p);
+
+    // a rule only for 200
+    ValidRule only200[] = {{200, 600}};
+    p.valid = only200;
+    p.nvalid = 1;
+    stored(facts("", 200), 600, p);
+    refused(facts("", 404), StoreVerdict::no_freshness, p);
+
+    // the response's own freshness wins over the rule, both ways
+    stored(facts("max-age=5", 200), 5, p);
+    stored(facts("max-age=6000", 200), 6000, p);
+
+    // a rule of 0 seconds stores nothing
+    ValidRule zero[] = {{200, 0}};
+    p.valid = zero;
+    refused(facts("", 200), StoreVerdict::expired, p);
+
+    // a rule does not override the refusals
+    ValidRule any[] = {{0, 600}};
+    p.valid = any;
+    refused(facts("no-store"), StoreVerdict::no_store, p);
+    refused(facts("private"), StoreVerdict::is_private, p);
+    refused(facts("no-cache"), StoreVerdict::no_cache, p);
+    ResponseFacts f = facts("");
+    f.has_set_cookie = true;
+    refused(f, StoreVerdict::set_cookie, p);
+    f = facts("");
+    f.request_authorization = true;
+    refused(f, StoreVerdict::authorization, p);
+}
+
+void test_min_max_ttl(void **)
+{
+    CachePolicy p;
+    p.min_ttl = 100;
+    stored(facts("max-age=10"), 100, p);      // raised
+    stored(facts("max-age=1000"), 1000, p);
+    ResponseFacts f = facts("max-age=60");
+    f.age = 50;
+    stored(f, 100, p);                        // remaining 10, raised
+
+    p = CachePolicy{};
+    p.max_ttl = 300;
+    stored(facts("max-age=10"), 10, p);
+    stored(facts("max-age=1000"), 300, p);    // capped
+    stored(facts("s-maxage=2147483648"), 300, p);
+
+    // max_ttl is the hard ceiling, even below min_ttl
+    p.min_ttl = 500;
+    stored(facts("max-age=10"), 300, p);
+
+    // fly_cache_valid lifetimes are clamped as well
+    ValidRule any[] = {{0, 5}};
+    p = CachePolicy{};
+    p.valid = any;
+    p.nvalid = 1;
+    p.min_ttl = 60;
+    stored(facts(""), 60, p);
+
+    // huge lifetimes fit the entry's 32-bit TTL
+    p = CachePolicy{};
+    StoreDecision d = decide(facts("max-age=99999999999999"), p);
+    assert_int_equal(d.verdict, StoreVerdict::store);
+    assert_int_equal(d.ttl, int64_t{1} << 31);
+    // negative settings mean none
+    p.min_ttl = -5;
+    p.max_ttl = -5;
+    stored(facts("max-age=10"), 10, p);
+}
+
+void test_stale_extensions(void **)
+{
+    StoreDecision d = decide(facts("max-age=60, stale-while-revalidate=30, stale-if-error=600"));
+    assert_int_equal(d.verdict, StoreVerdict::store);
+    assert_int_equal(d.stale_while_revalidate, 30);
+    assert_int_equal(d.stale_if_error, 600);
+
+    d = decide(facts("max-age=60"));
+    assert_int_equal(d.stale_while_revalidate, 0);
+    assert_int_equal(d.stale_if_error, 0);
+
+    // s-maxage with stale-while-revalidate: the response asks for it
+    d = decide(facts("s-maxage=1, stale-while-revalidate=59"));
+    assert_int_equal(d.stale_while_revalidate, 59);
+
+    // must-revalidate / proxy-revalidate forbid any stale use
+    d = decide(facts("max-age=60, must-revalidate, stale-while-revalidate=30, stale-if-error=9"));
+    assert_int_equal(d.verdict, StoreVerdict::store);
+    assert_int_equal(d.stale_while_revalidate, 0);
+    assert_int_equal(d.stale_if_error, 0);
+    d = decide(facts("max-age=60, proxy-revalidate, stale-if-error=9"));
+    assert_int_equal(d.stale_if_error, 0);
+}
+
+void test_verdict_names(void **)
+{
+    assert_sv_equal(verdict_name(StoreVerdict::store), "store");
+    assert_sv_equal(verdict_name(StoreVerdict::no_store), "no-store");
+    assert_sv_equal(verdict_name(StoreVerdict::is_private), "private");
+    assert_sv_equal(verdict_name(StoreVerdict::no_cache), "no-cache");
+    assert_sv_equal(verdict_name(StoreVerdict::authorization), "authorization");
+    assert_sv_equal(verdict_name(StoreVerdict::set_cookie), "set-cookie");
+    assert_sv_equal(verdict_name(StoreVerdict::vary_star), "vary-star");
+    assert_sv_equal(verdict_name(StoreVerdict::status), "status");
+    assert_sv_equal(verdict_name(StoreVerdict::no_freshness), "no-freshness");
+    assert_sv_equal(verdict_name(StoreVerdict::expired), "expired");
+    assert_sv_equal(verdict_name(StoreVerdict::range), "range");
+    assert_sv_equal(verdict_name(StoreVerdict::invalid), "invalid-cache-control");
+    assert_sv_equal(verdict_name(static_cast<StoreVerdict>(200)), "unknown");
+}
+
+// ---- hop-by-hop ----
+
+void test_hop_by_hop(void **)
+{
+    const char *hop[] = {
+        "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer",
+        "Transfer-Encoding", "Upgrade", "Proxy-Authenticate", "Proxy-Authorization",
+        "connection", "TRANSFER-ENCODING", "te",
+    };
+    for (const char *h : hop) {
+        assert_true(is_hop_by_hop(h, ""));
+    }
+    const char *end_to_end[] = {
+        "Content-Type", "Content-Length", "Cache-Control", "Vary", "ETag", "Age",
+        "Set-Cookie", "Trailers", "Connection2", "T", "", "Content-Encoding",
+    };
+    for (const char *h : end_to_end) {
+        assert_false(is_hop_by_hop(h, ""));
+    }
+    // headers named by Connection
+    assert_true(is_hop_by_hop("X-Internal", "close, X-Internal"));
+    assert_true(is_hop_by_hop("x-internal", "X-INTERNAL"));
+    assert_true(is_hop_by_hop("X-B", " x-a ,\tX-B\t, "));
+    assert_true(is_hop_by_hop("X-B", "x-a,,x-b"));
+    assert_false(is_hop_by_hop("X-Internal", "close"));
+    assert_false(is_hop_by_hop("X-Int", "X-Internal"));
+    assert_false(is_hop_by_hop("X-Internal", "X-Int"));
+    assert_false(is_hop_by_hop("X-A", "x-a-b, b-x-a"));
+    assert_false(is_hop_by_hop("", ", ,"));
+}
+
+// ---- keys ----
+
+void test_build_key(void **)
+{
+    std::string key = "old";
+    assert_true(build_key("httpsexample.com/a?b=1", key));
+    assert_sv_equal(key, "fly:httpsexample.com/a?b=1");
+
+    // binary-safe: bytes other than 0x1f are kept as they are
+    assert_true(build_key(std::string_view("a\0b\xff", 4), key));
+    assert_int_equal(key.size(), 8);
+
+    std::string longest(kMaxKeyLen - kKeyPrefix.size(), 'k');
+    assert_true(build_key(longest, key));
+    assert_int_equal(key.size(), kMaxKeyLen);
+    longest += 'k';
+    assert_false(build_key(longest, key));
+
+    assert_false(build_key("", key));
+    // the variant separator could forge another URL's variant key
+    assert_false(build_key("host/x\x1f" "accept-encoding=gzip", key));
+}
+
+void test_vary_names(void **)
+{
+    std::string names[16];
+    size_t n = 99;
+    assert_true(vary_names("Accept-Encoding", names, 16, n));
+    assert_int_equal(n, 1);
+    assert_sv_equal(names[0], "accept-encoding");
+
+    // lower-cased, sorted, duplicates removed, white space and empty elements skipped
+    assert_true(vary_names(" User-Agent ,accept-encoding,, Accept-Language,\tACCEPT-ENCODING ",
+                           names, 16, n));
+    assert_int_equal(n, 3);
+    assert_sv_equal(names[0], "accept-encoding");
+    assert_sv_equal(names[1], "accept-language");
+    assert_sv_equal(names[2], "user-agent");
+
+    assert_true(vary_names("", names, 16, n));
+    assert_int_equal(n, 0);
+    assert_true(vary_names(" , ", names, 16, n));
+    assert_int_equal(n, 0);
+
+    assert_false(vary_names("*", names, 16, n));
+    assert_false(vary_names("Accept, *", names, 16, n));
+    assert_false(vary_names(" * ", names, 16, n));
+    assert_false(vary_names("Accept Encoding", names, 16, n));
+    assert_false(vary_names("Accept;q=1", names, 16, n));
+    assert_false(vary_names("\"Accept\"", names, 16, n));
+    assert_false(vary_names("Accept\x01", names, 16, n));
+
+    // at most `max` distinct names
+    assert_true(vary_names("a, b, c, a, b, c", names, 3, n));
+    assert_int_equal(n, 3);
+    assert_false(vary_names("a, b, c, d", names, 3, n));
+    assert_true(vary_names("d, c, b, a", names, 4, n));
+    assert_sv_equal(names[0], "a");
+    assert_sv_equal(names[3], "d");
+}
+
+void test_append_vary_part(void **)
+{
+    std::string key = "fly:k";
+    append_vary_part(key, "accept-encoding", "gzip, br");
+    assert_sv_equal(key, "fly:k\x1f" "accept-encoding=gzip,br");
+
+    key = "k";
+    append_vary_part(key, "Accept", "  text/html ,\t application/json ;q=0.9 ,, ");
+    assert_sv_equal(key, "k\x1f" "accept=text/html,application/json ;q=0.9");
+
+    key = "k";
+    append_vary_part(key, "x", "");
+    assert_sv_equal(key, "k\x1fx=");
+
+    // '%', control bytes and DEL are escaped: a value cannot forge a separator
+    key = "k";
+    append_vary_part(key, "x", std::string_view("a\x1f" "b=c%\x7f\0", 8));
+    assert_sv_equal(key, "k\x1fx=a%1Fb=c%25%7F%00");
+    // bytes >= 0x80 are kept
+    key = "k";
+    append_vary_part(key, "x", "\xc3\xa9");
+    assert_sv_equal(key, "k\x1fx=\xc3\xa9");
+}
+
+void test_build_variant_key(void **)
+{
+    std::map<std::string, std::string> req = {
+        {"accept-encoding", "gzip,  deflate"},
+        {"accept-language", "fr"},
+    };
+    auto lookup = [&](std::string_view name) -> std::string_view {
+        auto it = req.find(std::string(name));
+        return it == req.end() ? std::string_view() : std::string_view(it->second);
+    };
+    std::string key;
+    assert_true(build_variant_key("fly:k", "Accept-Language, Accept-Encoding, X-Absent", lookup,
+                                  key));
+    assert_sv_equal(key, "fly:k\x1f" "accept-encoding=gzip,deflate\x1f"
+                         "accept-language=fr\x1fx-absent=");
+
+    // same request, Vary written differently: the same key
+    std::string again;
+    assert_true(build_variant_key("fly:k", "x-absent,ACCEPT-ENCODING, accept-language", lookup,
+                                  again));
+    assert_sv_equal(again, key);
+
+    // normalisation: white space around commas does not make a new variant
+    req["accept-encoding"] = " gzip ,deflate ";
+    assert_true(build_variant_key("fly:k", "accept-encoding", lookup, again));
+    assert_sv_equal(again, "fly:k\x1f" "accept-encoding=gzip,deflate");
+
+    assert_false(build_variant_key("fly:k", "*", lookup, key));
+    assert_false(build_variant_key("fly:k", "Accept, *", lookup, key));
+
+    // too long
+    req["accept-language"] = std::string(kMaxKeyLen, 'x');
+    assert_false(build_variant_key("fly:k", "accept-language", lookup, key));
+    req["accept-language"] = std::string(kMaxKeyLen - 5 - 17, 'x');
+    assert_true(build_variant_key("fly:k", "accept-language", lookup, key));
+    assert_int_equal(key.size(), kMaxKeyLen);
+    req["accept-language"] += 'x';
+    assert_false(build_variant_key("fly:k", "accept-language", lookup, key));
+
+    // more than 16 names
+    std::string many;
+    for (int i = 0; i < 17; i++) {
+        many += "h" + std::to_string(i) + ",";
+    }
+    assert_false(build_variant_key("fly:k", many, lookup, key));
+}
+
+}  // namespace
+
+int main()
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_status),
+        cmocka_unit_test(test_no_store_private_no_cache),
+        cmocka_unit_test(test_invalid_cache_control),
+        cmocka_unit_test(test_vary_star_and_range),
+        cmocka_unit_test(test_authorization),
+        cmocka_unit_test(test_set_cookie),
+        cmocka_unit_test(test_freshness_precedence),
+        cmocka_unit_test(test_expires),
+        cmocka_unit_test(test_max_age_zero),
+        cmocka_unit_test(test_age_subtracted),
+        cmocka_unit_test(test_cache_valid),
+        cmocka_unit_test(test_min_max_ttl),
+        cmocka_unit_test(test_stale_extensions),
+        cmocka_unit_test(test_verdict_names),
+        cmocka_unit_test(test_hop_by_hop),
+        cmocka_unit_test(test_build_key),
+        cmocka_unit_test(test_vary_names),
+        cmocka_unit_test(test_append_vary_part),
+        cmocka_unit_test(test_build_variant_key),
+    };
+    return cmocka_run_group_tests(tests, nullptr, nullptr);
+}
