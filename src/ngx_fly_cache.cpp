@@ -1,10 +1,808 @@
-// fly-edge nginx shell: the regional Redis cache (work in progress).
+// fly-edge nginx shell: the regional Redis cache.
+//
+// Lookup: a pre-content phase handler (after access checks, so auth_basic
+// and friends still guard cached pages) sends one GET to the region's
+// Redis and parks the request.  On a HIT the stored response is sent from
+// the reply's own bytes; otherwise the phases resume and the location's
+// content handler (proxy_pass, ...) answers.
+//
+// Fill: the header filter decides whether the response may be stored
+// (RFC 9111, in the core); the body filter copies the body as it streams
+// to the client, and when it is complete one SET writes it to the
+// region's Redis.  Nothing here ever fails a request: any Redis trouble
+// turns into a MISS or ERROR served by the app.
 #include "ngx_fly.hpp"
+#include "ngx_fly_redis.hpp"
+#include "core/cache_entry.hpp"
+
+extern "C" {
+#include <hiredis/hiredis.h>
+}
+
+#include <exception>
+#include <memory>
+#include <string>
 
 namespace fly {
 
-ngx_int_t cache_init(ngx_conf_t *)
+struct CacheCtx {
+    ngx_http_request_t *r;
+    RedisOp *op;                 // pending GET
+    std::string key;             // Redis key of the base entry
+    std::string variant_key;     // Redis key of the Vary variant, if any
+    char *reply;                 // stolen reply bytes behind a HIT
+    bool waiting;                // parked on a GET
+    bool decided;                // lookup finished; let the phases go on
+    bool lookup_variant;         // the GET in flight is for the variant
+    bool want_store;             // a fill may happen if the response allows
+    bool capturing;              // body filter is copying the body
+    std::string entry;           // the entry being captured
+    size_t prefix_len;
+    int64_t ttl;
+    std::string vary;            // Vary names, when a marker must be stored
+};
+
+namespace {
+
+ngx_http_output_header_filter_pt next_header_filter;
+ngx_http_output_body_filter_pt next_body_filter;
+
+time_t log_slot_redis;           // rate limits for log lines
+time_t log_slot_entry;
+
+std::string_view view(const ngx_str_t &s)
 {
+    return {reinterpret_cast<const char *>(s.data), s.len};
+}
+
+LocConf *loc_conf(ngx_http_request_t *r)
+{
+    return static_cast<LocConf *>(
+        ngx_http_get_module_loc_conf(r, ngx_http_fly_edge_module));
+}
+
+MainConf *main_conf(ngx_http_request_t *r)
+{
+    return static_cast<MainConf *>(
+        ngx_http_get_module_main_conf(r, ngx_http_fly_edge_module));
+}
+
+bool equals_ci(std::string_view a, std::string_view b)
+{
+    return a.size() == b.size()
+           && ngx_strncasecmp((u_char *) a.data(), (u_char *) b.data(),
+                              a.size()) == 0;
+}
+
+// Calls f(ngx_table_elt_t &) for every live header of a list.
+template <typename F>
+void for_each_header(ngx_list_t &list, F &&f)
+{
+    for (ngx_list_part_t *part = &list.part; part; part = part->next) {
+        auto *h = static_cast<ngx_table_elt_t *>(part->elts);
+        for (ngx_uint_t i = 0; i < part->nelts; i++) {
+            if (h[i].hash != 0) {
+                f(h[i]);
+            }
+        }
+    }
+}
+
+// The request's value of header `name` (lower case), lines joined
+// with ", ", as Vary compares them.
+std::string request_header(ngx_http_request_t *r, std::string_view name)
+{
+    std::string v;
+    for_each_header(r->headers_in.headers, [&](ngx_table_elt_t &h) {
+        if (equals_ci(view(h.key), name)) {
+            if (!v.empty()) {
+                v.append(", ");
+            }
+            v.append(view(h.value));
+        }
+    });
+    return v;
+}
+
+void cache_cleanup(void *data) noexcept
+{
+    auto *cc = static_cast<CacheCtx *>(data);
+    if (cc->op != nullptr) {
+        RedisClient::cancel(cc->op);
+        cc->op = nullptr;
+    }
+    if (cc->reply != nullptr) {
+        redis_free_str(cc->reply);
+    }
+    cc->~CacheCtx();
+}
+
+CacheCtx *create_cache_ctx(ngx_http_request_t *r, RequestCtx *ctx)
+{
+    ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, sizeof(CacheCtx));
+    if (cln == nullptr) {
+        return nullptr;
+    }
+    auto *cc = new (cln->data) CacheCtx();
+    cc->r = r;
+    cln->handler = cache_cleanup;
+    ctx->cache = cc;
+    return cc;
+}
+
+ngx_table_elt_t *push_header(ngx_http_request_t *r, std::string_view name,
+                             std::string_view value)
+{
+    auto *h = static_cast<ngx_table_elt_t *>(
+        ngx_list_push(&r->headers_out.headers));
+    if (h == nullptr) {
+        return nullptr;
+    }
+    h->hash = 1;
+    h->key.len = name.size();
+    h->key.data = (u_char *) name.data();
+    h->value.len = value.size();
+    h->value.data = (u_char *) value.data();
+#if defined(nginx_version) && nginx_version >= 1023000
+    h->next = nullptr;
+#endif
+    return h;
+}
+
+bool add_status_header(ngx_http_request_t *r, LocConf *lcf, CacheStatus s)
+{
+    if (lcf->cache_status_header.len == 0) {
+        return true;
+    }
+    static const std::string_view names[] = {
+        "", "HIT", "MISS", "BYPASS", "EXPIRED", "ERROR", "STALE", "UPDATING",
+    };
+    return push_header(r, view(lcf->cache_status_header),
+                       names[static_cast<int>(s)]) != nullptr;
+}
+
+// ---- HIT ------------------------------------------------------------------
+
+// Sends a stored response.  The body points into cc->reply, which the
+// request's pool cleanup frees after the response is gone.
+ngx_int_t send_hit(ngx_http_request_t *r, CacheCtx *cc, RequestCtx *ctx,
+                   const core::EntryView &e)
+{
+    LocConf *lcf = loc_conf(r);
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.status = e.meta.status;
+    r->headers_out.content_length_n = static_cast<off_t>(e.body.size());
+    r->headers_out.last_modified_time = -1;
+
+    for (size_t i = 0; i < e.nheaders; i++) {
+        std::string_view name = e.headers[i].name;
+        std::string_view value = e.headers[i].value;
+        if (equals_ci(name, "Content-Type")) {
+            r->headers_out.content_type.len = value.size();
+            r->headers_out.content_type.data = (u_char *) value.data();
+            r->headers_out.content_type_len = value.size();
+            continue;
+        }
+        if (equals_ci(name, "Content-Length")) {
+            continue;
+        }
+        ngx_table_elt_t *h = push_header(r, name, value);
+        if (h == nullptr) {
+            return NGX_ERROR;
+        }
+        // nginx's own filters (gzip, not_modified, header) look at these.
+        if (equals_ci(name, "Content-Encoding")) {
+            r->headers_out.content_encoding = h;
+        } else if (equals_ci(name, "ETag")) {
+            r->headers_out.etag = h;
+        } else if (equals_ci(name, "Last-Modified")) {
+            r->headers_out.last_modified = h;
+            r->headers_out.last_modified_time =
+                ngx_parse_http_time(h->value.data, h->value.len);
+        } else if (equals_ci(name, "Location")) {
+            r->headers_out.location = h;
+        }
+    }
+
+    // RFC 9111 5.1: a response from a cache carries Age.
+    u_char *age = static_cast<u_char *>(ngx_pnalloc(r->pool, NGX_TIME_T_LEN));
+    if (age == nullptr) {
+        return NGX_ERROR;
+    }
+    size_t agelen = ngx_sprintf(age, "%L",
+                                static_cast<int64_t>(core::entry_age(
+                                    e.meta, ngx_time()))) - age;
+    if (push_header(r, "Age", {reinterpret_cast<char *>(age), agelen})
+            == nullptr
+        || !add_status_header(r, lcf, CacheStatus::hit))
+    {
+        return NGX_ERROR;
+    }
+    ctx->cache_status = CacheStatus::hit;
+
+    ngx_int_t rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+    if (e.body.empty()) {
+        return ngx_http_send_special(r, NGX_HTTP_LAST);
+    }
+    ngx_buf_t *b = static_cast<ngx_buf_t *>(ngx_calloc_buf(r->pool));
+    if (b == nullptr) {
+        return NGX_ERROR;
+    }
+    b->pos = (u_char *) e.body.data();
+    b->last = b->pos + e.body.size();
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+    ngx_chain_t out = {b, nullptr};
+    (void) cc;
+    return ngx_http_output_filter(r, &out);
+}
+
+// ---- lookup -------------------------------------------------------------
+
+void on_get(void *data, redisReply *reply) noexcept;
+
+bool send_get(ngx_http_request_t *r, CacheCtx *cc, const std::string &key)
+{
+    MainConf *mcf = main_conf(r);
+    const char *argv[2] = {"GET", key.data()};
+    size_t argvlen[2] = {3, key.size()};
+    cc->op = mcf->redis_client->command(2, argv, argvlen, on_get, cc);
+    return cc->op != nullptr;
+}
+
+// Lets the phases run on after a lookup: the content handler answers.
+void resume(ngx_http_request_t *r, CacheCtx *cc)
+{
+    cc->waiting = false;
+    cc->decided = true;
+    r->main->count--;
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+void on_get_reply(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
+{
+    RequestCtx *ctx = get_ctx(r);
+
+    if (reply == nullptr) {
+        ctx->cache_status = CacheStatus::error;
+        cc->want_store = false;  // Redis is in trouble: don't add to it
+        resume(r, cc);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        ctx->cache_status = CacheStatus::miss;
+        resume(r, cc);
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_STRING) {
+        if (log_allowed(&log_slot_redis)) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "fly_cache: unexpected Redis reply to GET (type %d"
+                          "%s%*s)", reply->type,
+                          reply->type == REDIS_REPLY_ERROR ? ": " : "",
+                          reply->type == REDIS_REPLY_ERROR ? (int) reply->len
+                                                           : 0,
+                          reply->type == REDIS_REPLY_ERROR ? reply->str : "");
+        }
+        ctx->cache_status = CacheStatus::error;
+        cc->want_store = false;
+        resume(r, cc);
+        return;
+    }
+
+    core::EntryView e;
+    std::string_view data(reply->str, reply->len);
+    core::DecodeError err = core::decode_entry(data, e);
+    if (err != core::DecodeError::none) {
+        if (log_allowed(&log_slot_entry)) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "fly_cache: ignoring unreadable entry (%*s, %uz "
+                          "bytes) for key \"%*s\"",
+                          (int) core::decode_error_name(err).size(),
+                          core::decode_error_name(err).data(), reply->len,
+                          (int) cc->key.size(), cc->key.data());
+        }
+        ctx->cache_status = CacheStatus::miss;
+        resume(r, cc);
+        return;
+    }
+
+    if (e.meta.flags & core::kEntryVaryMarker) {
+        if (cc->lookup_variant || e.nheaders != 1) {
+            ctx->cache_status = CacheStatus::miss;  // a marker under a marker
+            resume(r, cc);
+            return;
+        }
+        bool ok = core::build_variant_key(
+            cc->key, e.headers[0].value,
+            [&](std::string_view name) { return request_header(r, name); },
+            cc->variant_key);
+        if (!ok) {
+            ctx->cache_status = CacheStatus::bypass;
+            cc->want_store = false;
+            resume(r, cc);
+            return;
+        }
+        cc->lookup_variant = true;
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "fly cache: vary marker, looking up the variant");
+        if (!send_get(r, cc, cc->variant_key)) {
+            ctx->cache_status = CacheStatus::error;
+            cc->want_store = false;
+            resume(r, cc);
+        }
+        return;
+    }
+
+    if (!core::entry_fresh(e.meta, ngx_time())) {
+        ctx->cache_status = CacheStatus::expired;
+        resume(r, cc);
+        return;
+    }
+
+    // HIT: keep the reply's bytes for the body; hiredis frees the rest.
+    cc->reply = reply->str;
+    reply->str = nullptr;
+    reply->len = 0;
+    cc->waiting = false;
+    cc->decided = true;
+    cc->want_store = false;
+    r->main->count--;
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: HIT status %ui, %uz body bytes",
+                   (ngx_uint_t) e.meta.status, e.body.size());
+
+    ngx_http_finalize_request(r, send_hit(r, cc, ctx, e));
+}
+
+void on_get(void *data, redisReply *reply) noexcept
+{
+    auto *cc = static_cast<CacheCtx *>(data);
+    ngx_http_request_t *r = cc->r;
+    ngx_connection_t *c = r->connection;
+    cc->op = nullptr;
+
+    try {
+        on_get_reply(r, cc, reply);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0, "fly_cache: %s", e.what());
+        if (cc->waiting) {
+            get_ctx(r)->cache_status = CacheStatus::error;
+            cc->want_store = false;
+            resume(r, cc);
+        }
+    }
+    ngx_http_run_posted_requests(c);
+}
+
+ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
+{
+    MainConf *mcf = main_conf(r);
+    CacheCtx *cc = create_cache_ctx(r, ctx);
+    if (cc == nullptr) {
+        return NGX_DECLINED;
+    }
+    cc->decided = true;  // until a GET is really in flight
+
+    ngx_str_t key;
+    if (ngx_http_complex_value(r, lcf->cache_key, &key) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+    if (!core::build_key(view(key), cc->key)) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "fly_cache: key of %uz bytes not cached", key.len);
+        ctx->cache_status = CacheStatus::bypass;
+        return NGX_DECLINED;
+    }
+
+    if (lcf->cache_bypass != nullptr
+        && ngx_http_test_predicates(r, lcf->cache_bypass) == NGX_DECLINED)
+    {
+        ctx->cache_status = CacheStatus::bypass;
+        cc->want_store = true;   // not read, but still refreshed
+        return NGX_DECLINED;
+    }
+
+    if (mcf->redis_client == nullptr || !send_get(r, cc, cc->key)) {
+        ctx->cache_status = CacheStatus::error;
+        return NGX_DECLINED;
+    }
+
+    cc->want_store = true;
+    cc->decided = false;
+    cc->waiting = true;
+    r->main->count++;
+    // Wake-ups of the client connection must not re-enter the phases.
+    r->write_event_handler = ngx_http_request_empty_handler;
+    return NGX_DONE;
+}
+
+ngx_int_t handle(ngx_http_request_t *r)
+{
+    LocConf *lcf = loc_conf(r);
+    if (!lcf->cache || r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    RequestCtx *ctx = get_ctx(r);
+    if (ctx != nullptr && ctx->cache != nullptr) {
+        // Back after a lookup, or after an internal redirect.
+        return ctx->cache->waiting ? NGX_DONE : NGX_DECLINED;
+    }
+
+    if ((lcf->cache_methods & method_bit(r->method)) == 0) {
+        return NGX_DECLINED;
+    }
+
+    if (ctx == nullptr) {
+        ctx = create_ctx(r);
+        if (ctx == nullptr) {
+            return NGX_DECLINED;
+        }
+    }
+    return lookup(r, lcf, ctx);
+}
+
+ngx_int_t precontent_handler(ngx_http_request_t *r) noexcept
+{
+    try {
+        return handle(r);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "fly_cache: %s; passing the request", e.what());
+    } catch (...) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "fly_cache: unknown error; passing the request");
+    }
+    return NGX_DECLINED;
+}
+
+// ---- fill ---------------------------------------------------------------
+
+// Gathers what the core's store rules need from the response headers.
+void response_facts(ngx_http_request_t *r, core::ResponseFacts &f,
+                    std::string &vary, std::string &connection)
+{
+    f.status = static_cast<int>(r->headers_out.status);
+    f.now = ngx_time();
+    f.request_authorization = r->headers_in.authorization != nullptr;
+    f.request_range = r->headers_in.range != nullptr;
+
+    for_each_header(r->headers_out.headers, [&](ngx_table_elt_t &h) {
+        std::string_view k = view(h.key);
+        std::string_view v = view(h.value);
+        if (equals_ci(k, "Cache-Control")) {
+            core::parse_cache_control(v, f.cc);
+        } else if (equals_ci(k, "Expires")) {
+            f.has_expires = true;
+            f.expires_valid = core::parse_http_date(v, f.expires);
+        } else if (equals_ci(k, "Date")) {
+            f.has_date = core::parse_http_date(v, f.date);
+        } else if (equals_ci(k, "Age")) {
+            ngx_int_t a = ngx_atoi(h.value.data, h.value.len);
+            f.age = a > 0 ? a : 0;
+        } else if (equals_ci(k, "Set-Cookie")) {
+            f.has_set_cookie = true;
+        } else if (equals_ci(k, "Vary")) {
+            if (!vary.empty()) {
+                vary.append(", ");
+            }
+            vary.append(v);
+        } else if (equals_ci(k, "Connection")) {
+            if (!connection.empty()) {
+                connection.append(", ");
+            }
+            connection.append(v);
+        }
+    });
+
+    for (size_t i = 0, start = 0; i <= vary.size(); i++) {
+        if (i == vary.size() || vary[i] == ',') {
+            std::string_view item(vary.data() + start, i - start);
+            while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) {
+                item.remove_prefix(1);
+            }
+            while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) {
+                item.remove_suffix(1);
+            }
+            if (item == "*") {
+                f.vary_star = true;
+            }
+            start = i + 1;
+        }
+    }
+}
+
+// Starts the capture when the response may be stored.
+void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc)
+{
+    if (r->method != NGX_HTTP_GET) {
+        return;  // a HEAD has no body to store; GET fills the entry
+    }
+    if (lcf->cache_no_store != nullptr
+        && ngx_http_test_predicates(r, lcf->cache_no_store) == NGX_DECLINED)
+    {
+        return;
+    }
+    if (r->headers_out.content_length_n > static_cast<off_t>(lcf->cache_max_size)) {
+        return;
+    }
+
+    core::ResponseFacts f;
+    std::string vary, connection;
+    response_facts(r, f, vary, connection);
+
+    core::CachePolicy policy;
+    if (lcf->cache_valid != nullptr) {
+        policy.valid = static_cast<core::ValidRule *>(lcf->cache_valid->elts);
+        policy.nvalid = lcf->cache_valid->nelts;
+    }
+    policy.min_ttl = lcf->cache_min_ttl;
+    policy.max_ttl = lcf->cache_max_ttl;
+    policy.ignore_set_cookie = lcf->cache_ignore_set_cookie == 1;
+
+    core::StoreDecision d = core::decide_store(f, policy);
+    if (d.verdict != core::StoreVerdict::store) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "fly cache: not storing: %s",
+                       std::string(core::verdict_name(d.verdict)).c_str());
+        return;
+    }
+
+    if (!vary.empty()) {
+        if (!core::build_variant_key(
+                cc->key, vary,
+                [&](std::string_view name) { return request_header(r, name); },
+                cc->variant_key))
+        {
+            return;
+        }
+        cc->vary = vary;
+    }
+
+    // The headers to keep: the response's own, less hop-by-hop ones and
+    // (with fly_cache_ignore_set_cookie) Set-Cookie; Content-Type lives
+    // outside the list in nginx.
+    core::EntryHeader hdrs[core::kEntryMaxHeaders];
+    size_t n = 0;
+    bool too_many = false;
+    std::string ctype;
+    if (r->headers_out.content_type.len) {
+        ctype.assign(view(r->headers_out.content_type));
+        if (r->headers_out.charset.len
+            && ctype.find("charset") == std::string::npos)
+        {
+            ctype.append("; charset=").append(view(r->headers_out.charset));
+        }
+        hdrs[n++] = {"Content-Type", ctype};
+    }
+    u_char lm[sizeof("Mon, 28 Sep 1970 06:00:00 GMT")];
+    if (r->headers_out.last_modified == nullptr
+        && r->headers_out.last_modified_time != -1)
+    {
+        size_t len = ngx_http_time(lm, r->headers_out.last_modified_time) - lm;
+        hdrs[n++] = {"Last-Modified", {reinterpret_cast<char *>(lm), len}};
+    }
+    for_each_header(r->headers_out.headers, [&](ngx_table_elt_t &h) {
+        std::string_view k = view(h.key);
+        if (core::is_hop_by_hop(k, connection) || equals_ci(k, "Content-Length")
+            || equals_ci(k, "Age") || equals_ci(k, "Date")
+            || equals_ci(k, "Server")
+            || (equals_ci(k, "Set-Cookie") && policy.ignore_set_cookie)
+            || (lcf->cache_status_header.len
+                && equals_ci(k, view(lcf->cache_status_header))))
+        {
+            return;
+        }
+        if (n == core::kEntryMaxHeaders) {
+            too_many = true;
+            return;
+        }
+        hdrs[n++] = {k, view(h.value)};
+    });
+    if (too_many) {
+        return;
+    }
+
+    core::EntryMeta meta;
+    meta.status = static_cast<uint16_t>(f.status);
+    meta.stored = f.now;
+    meta.ttl = static_cast<uint32_t>(d.ttl);
+    meta.age = static_cast<uint32_t>(f.age);
+    meta.swr = static_cast<uint32_t>(d.stale_while_revalidate);
+    meta.sie = static_cast<uint32_t>(d.stale_if_error);
+
+    if (!core::begin_entry(meta, hdrs, n, cc->entry)) {
+        return;
+    }
+    cc->prefix_len = cc->entry.size();
+    if (r->headers_out.content_length_n > 0) {
+        cc->entry.reserve(cc->prefix_len + r->headers_out.content_length_n);
+    }
+    cc->ttl = d.ttl;
+    cc->capturing = true;
+}
+
+ngx_int_t header_filter(ngx_http_request_t *r) noexcept
+{
+    RequestCtx *ctx = r == r->main ? get_ctx(r) : nullptr;
+    CacheCtx *cc = ctx ? ctx->cache : nullptr;
+    if (cc == nullptr || ctx->cache_status == CacheStatus::hit) {
+        return next_header_filter(r);
+    }
+
+    LocConf *lcf = loc_conf(r);
+    if (!add_status_header(r, lcf, ctx->cache_status)) {
+        return NGX_ERROR;
+    }
+    if (cc->want_store && !cc->capturing) {
+        try {
+            begin_store(r, lcf, cc);
+        } catch (const std::exception &e) {
+            cc->capturing = false;
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "fly_cache: %s; not storing", e.what());
+        }
+        cc->want_store = false;
+    }
+    return next_header_filter(r);
+}
+
+void stop_capture(CacheCtx *cc)
+{
+    cc->capturing = false;
+    std::string().swap(cc->entry);
+}
+
+void send_set(ngx_http_request_t *r, const std::string &key,
+              const std::string &value, int64_t ttl)
+{
+    MainConf *mcf = main_conf(r);
+    char ttlbuf[24];
+    int ttllen = snprintf(ttlbuf, sizeof(ttlbuf), "%lld",
+                          static_cast<long long>(ttl));
+    const char *argv[5] = {"SET", key.data(), value.data(), "EX", ttlbuf};
+    size_t argvlen[5] = {3, key.size(), value.size(), 2,
+                         static_cast<size_t>(ttllen)};
+    if (mcf->redis_client->command(5, argv, argvlen, nullptr, nullptr)
+        == nullptr)
+    {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "fly cache: Redis unavailable, entry not stored");
+    }
+}
+
+// The body is complete: write the entry (and the Vary marker).
+void finish_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc)
+{
+    size_t body = cc->entry.size() - cc->prefix_len;
+    if ((r->headers_out.content_length_n >= 0
+         && static_cast<off_t>(body) != r->headers_out.content_length_n)
+        || !core::finish_entry(cc->entry, cc->prefix_len))
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "fly_cache: incomplete response not stored");
+        stop_capture(cc);
+        return;
+    }
+    MainConf *mcf = main_conf(r);
+    if (mcf->redis_client == nullptr) {
+        stop_capture(cc);
+        return;
+    }
+
+    if (cc->vary.empty()) {
+        send_set(r, cc->key, cc->entry, cc->ttl);
+    } else {
+        core::EntryMeta meta;
+        meta.flags = core::kEntryVaryMarker;
+        meta.stored = ngx_time();
+        meta.ttl = static_cast<uint32_t>(cc->ttl);
+        core::EntryHeader h = {"Vary", cc->vary};
+        std::string marker;
+        if (core::begin_entry(meta, &h, 1, marker)) {
+            size_t plen = marker.size();
+            core::finish_entry(marker, plen);
+            send_set(r, cc->key, marker, cc->ttl);
+            send_set(r, cc->variant_key, cc->entry, cc->ttl);
+        }
+    }
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: stored %uz bytes for %L s%s", cc->entry.size(),
+                   static_cast<int64_t>(cc->ttl),
+                   cc->vary.empty() ? "" : " (vary)");
+    (void) lcf;
+    stop_capture(cc);
+}
+
+// Copies the bytes of one buffer into the entry; false if impossible.
+bool capture_buf(ngx_http_request_t *r, CacheCtx *cc, ngx_buf_t *b,
+                 size_t max)
+{
+    if (ngx_buf_special(b)) {
+        return true;
+    }
+    size_t len = static_cast<size_t>(ngx_buf_size(b));
+    if (cc->entry.size() - cc->prefix_len + len > max) {
+        return false;
+    }
+    if (ngx_buf_in_memory(b)) {
+        cc->entry.append(reinterpret_cast<const char *>(b->pos), len);
+        return true;
+    }
+    if (b->in_file && b->file != nullptr) {
+        // A response spilled to a temporary file that was just written;
+        // read it back as nginx's copy filter would without sendfile.
+        size_t old = cc->entry.size();
+        cc->entry.resize(old + len);
+        ssize_t n = ngx_read_file(b->file,
+                                  reinterpret_cast<u_char *>(&cc->entry[old]),
+                                  len, b->file_pos);
+        return n == static_cast<ssize_t>(len);
+    }
+    return false;
+}
+
+ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in) noexcept
+{
+    RequestCtx *ctx = r == r->main ? get_ctx(r) : nullptr;
+    CacheCtx *cc = ctx ? ctx->cache : nullptr;
+    if (cc == nullptr || !cc->capturing || in == nullptr) {
+        return next_body_filter(r, in);
+    }
+
+    LocConf *lcf = loc_conf(r);
+    try {
+        for (ngx_chain_t *cl = in; cl; cl = cl->next) {
+            if (!capture_buf(r, cc, cl->buf, lcf->cache_max_size)) {
+                ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                               "fly cache: body not storable, capture ends");
+                stop_capture(cc);
+                break;
+            }
+            if (cl->buf->last_buf) {
+                finish_store(r, lcf, cc);
+                break;
+            }
+        }
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "fly_cache: %s; not storing", e.what());
+        stop_capture(cc);
+    }
+    return next_body_filter(r, in);
+}
+
+}  // namespace
+
+ngx_int_t cache_init(ngx_conf_t *cf)
+{
+    auto *cmcf = static_cast<ngx_http_core_main_conf_t *>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module));
+    auto *h = static_cast<ngx_http_handler_pt *>(
+        ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers));
+    if (h == nullptr) {
+        return NGX_ERROR;
+    }
+    *h = precontent_handler;
+
+    next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = header_filter;
+    next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = body_filter;
     return NGX_OK;
 }
 
