@@ -1,0 +1,353 @@
+// fly-edge pure core: the versioned, self-describing cache entry format
+// (layout in cache_entry.hpp).
+#include "core/cache_entry.hpp"
+
+namespace fly::core {
+
+namespace {
+
+constexpr char kMagic[4] = {'F', 'L', 'Y', 'C'};
+constexpr uint8_t kKnownFlags = kEntryVaryMarker;
+
+// magic, version, flags, status, stored, ttl, age, swr, sie, nhdr
+constexpr size_t kFixedLen = 4 + 1 + 1 + 2 + 8 + 4 + 4 + 4 + 4 + 2;
+// hsum, blen
+constexpr size_t kTrailerLen = 4 + 4;
+
+// `stored` beyond this (year ~36800) or negative is garbage; bounding it
+// keeps stored + ttl and now - stored far from int64 overflow.
+constexpr int64_t kMaxStored = int64_t{1} << 40;
+
+// FNV-1a, 32 bits
+constexpr uint32_t kFnvBasis = 2166136261u;
+constexpr uint32_t kFnvPrime = 16777619u;
+
+uint32_t fnv1a(const char *p, size_t n)
+{
+    uint32_t h = kFnvBasis;
+    for (size_t i = 0; i < n; i++) {
+        h ^= static_cast<unsigned char>(p[i]);
+        h *= kFnvPrime;
+    }
+    return h;
+}
+
+char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+// tchar (RFC 9110 5.6.2)
+bool is_tchar(char ch)
+{
+    unsigned char c = static_cast<unsigned char>(ch);
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
+        return true;
+    }
+    switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*':
+    case '+': case '-': case '.': case '^': case '_': case '`': case '|':
+    case '~':
+        return true;
+    default:
+        return false;
+    }
+}
+
+bool valid_name(std::string_view name)
+{
+    if (name.empty()) {
+        return false;
+    }
+    for (char c : name) {
+        if (!is_tchar(c)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// Anything but CR, LF and NUL (which would split or end the header when
+// it is sent: RFC 9110 5.5).
+bool valid_value(std::string_view value)
+{
+    for (char c : value) {
+        if (c == '\r' || c == '\n' || c == '\0') {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool is_vary(std::string_view name)
+{
+    constexpr std::string_view kVary = "vary";
+    if (name.size() != kVary.size()) {
+        return false;
+    }
+    for (size_t i = 0; i < name.size(); i++) {
+        if (lower(name[i]) != kVary[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool has_non_space(std::string_view s)
+{
+    for (char c : s) {
+        if (c != ' ' && c != '\t') {
+            return true;
+        }
+    }
+    return false;
+}
+
+// What both the writer and the reader require of the fixed fields.
+bool valid_meta(const EntryMeta &m)
+{
+    if ((m.flags & ~kKnownFlags) != 0 || m.stored < 0 || m.stored >= kMaxStored) {
+        return false;
+    }
+    return (m.flags & kEntryVaryMarker) != 0 || (m.status >= 100 && m.status <= 599);
+}
+
+// A vary marker holds exactly one non-empty Vary header (its body, which
+// must be empty, is checked by the reader).
+bool valid_marker_headers(const EntryHeader *headers, size_t n)
+{
+    return n == 1 && is_vary(headers[0].name) && has_non_space(headers[0].value);
+}
+
+// ---- writing ----
+
+void put_u8(std::string &out, uint8_t v) { out += static_cast<char>(v); }
+
+void put_u16(std::string &out, uint16_t v)
+{
+    put_u8(out, static_cast<uint8_t>(v >> 8));
+    put_u8(out, static_cast<uint8_t>(v));
+}
+
+void put_u32(std::string &out, uint32_t v)
+{
+    put_u16(out, static_cast<uint16_t>(v >> 16));
+    put_u16(out, static_cast<uint16_t>(v));
+}
+
+void put_u64(std::string &out, uint64_t v)
+{
+    put_u32(out, static_cast<uint32_t>(v >> 32));
+    put_u32(out, static_cast<uint32_t>(v));
+}
+
+void patch_u32(std::string &out, size_t at, uint32_t v)
+{
+    out[at] = static_cast<char>(v >> 24);
+    out[at + 1] = static_cast<char>(v >> 16);
+    out[at + 2] = static_cast<char>(v >> 8);
+    out[at + 3] = static_cast<char>(v);
+}
+
+// ---- reading ----
+
+// A bounds-checked cursor: every read states how many bytes it needs and
+// fails, without touching memory, when fewer are left.
+struct Reader {
+    const char *p;
+    size_t len;
+    size_t pos = 0;
+
+    size_t left() const { return len - pos; }
+
+    bool bytes(size_t n, std::string_view &out)
+    {
+        if (left() < n) {
+            return false;
+        }
+        out = std::string_view(p + pos, n);
+        pos += n;
+        return true;
+    }
+
+    template <typename T>
+    bool uint(T &out)
+    {
+        if (left() < sizeof(T)) {
+            return false;
+        }
+        uint64_t v = 0;
+        for (size_t i = 0; i < sizeof(T); i++) {
+            v = (v << 8) | static_cast<unsigned char>(p[pos + i]);
+        }
+        pos += sizeof(T);
+        out = static_cast<T>(v);
+        return true;
+    }
+};
+
+// The caller checked that the data holds at least the fixed fields and
+// the trailer, so these reads cannot run short.
+DecodeError read_fixed(Reader &r, EntryMeta &m, uint16_t &nhdr)
+{
+    std::string_view magic;
+    uint8_t version = 0;
+    r.bytes(4, magic);
+    if (magic != std::string_view(kMagic, 4)) {
+        return DecodeError::bad_magic;
+    }
+    r.uint(version);
+    if (version != kEntryVersion) {
+        return DecodeError::bad_version;
+    }
+    uint64_t stored = 0;
+    r.uint(m.flags);
+    r.uint(m.status);
+    r.uint(stored);
+    r.uint(m.ttl);
+    r.uint(m.age);
+    r.uint(m.swr);
+    r.uint(m.sie);
+    r.uint(nhdr);
+    m.stored = static_cast<int64_t>(stored);
+    if ((m.flags & ~kKnownFlags) != 0) {
+        return DecodeError::bad_version;   // a feature this version lacks
+    }
+    if (nhdr > kEntryMaxHeaders) {
+        return DecodeError::too_many_headers;
+    }
+    return valid_meta(m) ? DecodeError::none : DecodeError::bad_header;
+}
+
+DecodeError read_headers(Reader &r, uint16_t nhdr, EntryView &out)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < nhdr; i++) {
+        uint16_t nlen = 0;
+        uint32_t vlen = 0;
+        EntryHeader &h = out.headers[i];
+        if (!r.uint(nlen) || !r.bytes(nlen, h.name) || !r.uint(vlen) ||
+            !r.bytes(vlen, h.value)) {
+            return DecodeError::truncated;
+        }
+        total += nlen + static_cast<size_t>(vlen);
+        if (total > kEntryMaxHeaderBytes || !valid_name(h.name) ||
+            !valid_value(h.value)) {
+            return DecodeError::bad_header;
+        }
+    }
+    out.nheaders = nhdr;
+    return DecodeError::none;
+}
+
+}  // namespace
+
+bool begin_entry(const EntryMeta &meta, const EntryHeader *headers, size_t n,
+                 std::string &out)
+{
+    if (n > kEntryMaxHeaders || !valid_meta(meta) ||
+        ((meta.flags & kEntryVaryMarker) != 0 && !valid_marker_headers(headers, n))) {
+        return false;
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        const EntryHeader &h = headers[i];
+        if (h.name.size() > kEntryMaxHeaderBytes || h.value.size() > kEntryMaxHeaderBytes) {
+            return false;
+        }
+        total += h.name.size() + h.value.size();
+        if (total > kEntryMaxHeaderBytes || !valid_name(h.name) || !valid_value(h.value)) {
+            return false;
+        }
+    }
+
+    out.clear();
+    out.reserve(kFixedLen + n * 6 + total + kTrailerLen);
+    out.append(kMagic, 4);
+    put_u8(out, kEntryVersion);
+    put_u8(out, meta.flags);
+    put_u16(out, meta.status);
+    put_u64(out, static_cast<uint64_t>(meta.stored));
+    put_u32(out, meta.ttl);
+    put_u32(out, meta.age);
+    put_u32(out, meta.swr);
+    put_u32(out, meta.sie);
+    put_u16(out, static_cast<uint16_t>(n));
+    for (size_t i = 0; i < n; i++) {
+        put_u16(out, static_cast<uint16_t>(headers[i].name.size()));
+        out.append(headers[i].name);
+        put_u32(out, static_cast<uint32_t>(headers[i].value.size()));
+        out.append(headers[i].value);
+    }
+    put_u32(out, fnv1a(out.data(), out.size()));
+    put_u32(out, 0);   // blen, patched by finish_entry()
+    return true;
+}
+
+bool finish_entry(std::string &out, size_t prefix_len)
+{
+    if (prefix_len < kFixedLen + kTrailerLen || prefix_len > out.size()) {
+        return false;
+    }
+    size_t body = out.size() - prefix_len;
+    if (body > UINT32_MAX) {
+        return false;
+    }
+    patch_u32(out, prefix_len - 4, static_cast<uint32_t>(body));
+    return true;
+}
+
+DecodeError decode_entry(std::string_view data, EntryView &out)
+{
+    if (data.size() < kFixedLen + kTrailerLen) {
+        return DecodeError::too_short;
+    }
+    Reader r{data.data(), data.size()};
+    uint16_t nhdr = 0;
+    out.nheaders = 0;
+    DecodeError e = read_fixed(r, out.meta, nhdr);
+    if (e == DecodeError::none) {
+        e = read_headers(r, nhdr, out);
+    }
+    if (e != DecodeError::none) {
+        return e;
+    }
+
+    size_t hashed = r.pos;
+    uint32_t hsum = 0;
+    uint32_t blen = 0;
+    if (!r.uint(hsum) || !r.uint(blen)) {
+        return DecodeError::truncated;
+    }
+    if (hsum != fnv1a(data.data(), hashed)) {
+        return DecodeError::bad_checksum;
+    }
+    if (blen > r.left()) {
+        return DecodeError::truncated;
+    }
+    if (blen < r.left()) {
+        return DecodeError::trailing_bytes;
+    }
+    r.bytes(blen, out.body);
+
+    if ((out.meta.flags & kEntryVaryMarker) != 0 &&
+        (!valid_marker_headers(out.headers, out.nheaders) || !out.body.empty())) {
+        return DecodeError::bad_header;
+    }
+    return DecodeError::none;
+}
+
+std::string_view decode_error_name(DecodeError e)
+{
+    switch (e) {
+    case DecodeError::none:             return "none";
+    case DecodeError::too_short:        return "too short";
+    case DecodeError::bad_magic:        return "bad magic";
+    case DecodeError::bad_version:      return "bad version";
+    case DecodeError::truncated:        return "truncated";
+    case DecodeError::bad_header:       return "bad header";
+    case DecodeError::bad_checksum:     return "bad checksum";
+    case DecodeError::trailing_bytes:   return "trailing bytes";
+    case DecodeError::too_many_headers: return "too many headers";
+    }
+    return "unknown";
+}
+
+}  // namespace fly::core
