@@ -54,7 +54,12 @@ struct EntryMeta {
 // bytes and then calls finish_entry().  Returns false (and `out` is
 // unusable) when there are more than kEntryMaxHeaders headers, more than
 // kEntryMaxHeaderBytes of them, or a name/value is not storable (a name
-// that is not an HTTP token, a value with CR, LF or NUL).
+// that is not an HTTP token, a value with CR, LF or NUL); also when the
+// meta is not storable: unknown flag bits, `stored` outside 0..2^40-1, a
+// status outside 100..599 (any status is allowed for a vary marker), or a
+// vary marker whose headers are not exactly one non-empty Vary.  Whatever
+// begin_entry() accepts, decode_entry() accepts (and the reverse: a
+// decoded entry re-encodes to the same bytes).
 bool begin_entry(const EntryMeta &meta, const EntryHeader *headers, size_t n,
                  std::string &out);
 
@@ -77,8 +82,12 @@ enum class DecodeError : uint8_t {
 };
 
 // Validates everything (magic, version, every length, header syntax,
-// checksum, body length equal to what is left).  On failure returns the
-// reason and leaves `out` unspecified.
+// checksum, body length equal to what is left), plus the rules of
+// begin_entry() above: unknown flag bits are bad_version; a bad status,
+// `stored` or vary marker (which must also have an empty body) is
+// bad_header.  The checksum covers the header section only: the body is
+// bounded by its exact length.  On failure returns the reason and leaves
+// `out` unspecified.  Never allocates, never reads outside `data`.
 DecodeError decode_entry(std::string_view data, EntryView &out);
 
 std::string_view decode_error_name(DecodeError e);

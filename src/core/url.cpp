@@ -287,7 +287,8 @@ bool expand_env(std::string_view in, const EnvLookup &env, std::string &out,
         }
         size_t close = in.find('}', i + 2);
         if (close == std::string_view::npos) {
-            return fail(err, "unterminated \"${\" in " + quoted(in));
+            // the value is not quoted: it may hold a literal password
+            return fail(err, "unterminated \"${\" at offset " + std::to_string(i));
         }
         std::string name(in.substr(i + 2, close - i - 2));
         if (!is_env_name(name)) {
