@@ -90,10 +90,12 @@ bool is_vary(std::string_view name)
     return true;
 }
 
-bool has_non_space(std::string_view s)
+// A Vary value naming at least one header has at least one token byte
+// (" , ," names none, and would make the variant key the base key).
+bool has_tchar(std::string_view s)
 {
     for (char c : s) {
-        if (c != ' ' && c != '\t') {
+        if (is_tchar(c)) {
             return true;
         }
     }
@@ -109,11 +111,11 @@ bool valid_meta(const EntryMeta &m)
     return (m.flags & kEntryVaryMarker) != 0 || (m.status >= 100 && m.status <= 599);
 }
 
-// A vary marker holds exactly one non-empty Vary header (its body, which
+// A vary marker holds exactly one Vary header that names something (its body, which
 // must be empty, is checked by the reader).
 bool valid_marker_headers(const EntryHeader *headers, size_t n)
 {
-    return n == 1 && is_vary(headers[0].name) && has_non_space(headers[0].value);
+    return n == 1 && is_vary(headers[0].name) && has_tchar(headers[0].value);
 }
 
 // ---- writing ----

@@ -57,7 +57,7 @@ struct EntryMeta {
 // that is not an HTTP token, a value with CR, LF or NUL); also when the
 // meta is not storable: unknown flag bits, `stored` outside 0..2^40-1, a
 // status outside 100..599 (any status is allowed for a vary marker), or a
-// vary marker whose headers are not exactly one non-empty Vary.  Whatever
+// vary marker whose headers are not exactly one Vary naming a header.  Whatever
 // begin_entry() accepts, decode_entry() accepts (and the reverse: a
 // decoded entry re-encodes to the same bytes).
 bool begin_entry(const EntryMeta &meta, const EntryHeader *headers, size_t n,

@@ -314,6 +314,8 @@ void test_round_trip_vary_marker(void **)
     assert_false(begin_entry(m, other.data(), 1, out));
     Headers empty = {{"Vary", " \t"}};
     assert_false(begin_entry(m, empty.data(), 1, out));
+    Headers commas = {{"Vary", " , ,"}};
+    assert_false(begin_entry(m, commas.data(), 1, out));
 
     // a marker with a body is refused by the reader
     Raw r;
@@ -330,6 +332,8 @@ void test_round_trip_vary_marker(void **)
     r.headers = {};
     expect_error(r.bytes(), DecodeError::bad_header);
     r.headers = {{"Vary", ""}};
+    expect_error(r.bytes(), DecodeError::bad_header);
+    r.headers = {{"Vary", ","}};
     expect_error(r.bytes(), DecodeError::bad_header);
 }
 
