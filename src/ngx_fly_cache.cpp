@@ -570,7 +570,9 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc)
         {
             return;
         }
-        cc->vary = vary;
+        if (cc->variant_key != cc->key) {   // "Vary: ," names nothing
+            cc->vary = vary;
+        }
     }
 
     // The headers to keep: the response's own, less hop-by-hop ones and
