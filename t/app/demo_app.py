@@ -35,6 +35,9 @@ Endpoints for the cache and replay tests (any method):
     /chunked?size=N[&chunk=K]  N binary bytes with chunked transfer encoding
     /slow?ms=N           answers after N milliseconds
     /big?size=N          N bytes of text, with Content-Length
+    /ws                  with `Connection: Upgrade` and `Upgrade: websocket`:
+                         101 Switching Protocols, then echoes every byte it
+                         receives until the client closes (no framing)
 On /bin, /gzip, /chunked, /slow and /big every query parameter other than
 size, chunk, ms, status and body is also sent back as a response header, so
 e.g. /bin?size=10&Cache-Control=max-age%3D60 is cacheable.  Their responses
@@ -46,6 +49,7 @@ has served, this one included; /__count and /__health are not counted).
     /__health            "ok"
 """
 
+import base64
 import gzip
 import hashlib
 import json
@@ -338,7 +342,7 @@ class Handler(BaseHTTPRequestHandler):
         test_routes = {
             "/echo": self.echo, "/hdr": self.hdr, "/bin": self.bin,
             "/gzip": self.gzip, "/chunked": self.chunked,
-            "/slow": self.slow, "/big": self.big,
+            "/slow": self.slow, "/big": self.big, "/ws": self.websocket,
         }
         if route in test_routes:
             return test_routes[route]()
@@ -531,6 +535,25 @@ class Handler(BaseHTTPRequestHandler):
         ms = self.param_int("ms", 1000)
         time.sleep(max(ms, 0) / 1000.0)
         self.send_bytes(("slept %d ms\n" % ms).encode(), "text/plain", self.extra_headers())
+
+    def websocket(self):
+        if "upgrade" not in self.headers.get("Connection", "").lower() \
+                or self.headers.get("Upgrade", "").lower() != "websocket":
+            raise HttpError(426, "upgrade to websocket required")
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(hashlib.sha1(
+            (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        self.start(101, [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                         ("Sec-WebSocket-Accept", accept)])
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        while True:
+            data = self.rfile.read1(65536)
+            if not data:
+                break
+            self.wfile.write(data)
+            self.wfile.flush()
 
     def chunked(self):
         data = binary_bytes(self.sized())

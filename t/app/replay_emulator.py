@@ -209,7 +209,8 @@ class Upstream:
             lines.append("Transfer-Encoding: chunked")
         elif body or method in ("POST", "PUT", "PATCH"):
             lines.append("Content-Length: %d" % len(body))
-        lines.append("Connection: close")
+        if not any(n.lower() == "connection" for n, _ in headers):
+            lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         try:
             if chunked:
@@ -536,7 +537,7 @@ class Handler(BaseHTTPRequestHandler):
             lname = name.lower()
             if lname in HOP_BY_HOP or lname == "fly-replay":
                 continue
-            if lname == "content-length" and kind != "length":
+            if lname == "content-length" and kind in ("chunked", "close"):
                 continue
             self.send_header(name, value)
         self.send_header("fly-emulator-region", region)
