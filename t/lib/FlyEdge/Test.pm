@@ -23,6 +23,7 @@ our $BLOCK;             # the block being run
 our %BLOCK_STATE;       # per-block: ua, jar, log offsets
 our @EXEMPT;            # [region, from, to, block name, exempt?] ranges of the error logs
 our $DEFAULT_LOG_WAIT = 3;
+our $LIVE;              # the topology runs (run_tests(start => 0) only renders and runs nginx -t)
 
 my @BAD_LOG_PATTERNS = ('[alert]', '[emerg]', 'AddressSanitizer', 'runtime error:');
 
@@ -48,7 +49,9 @@ sub run_tests {
     my (%opt) = @_;
     Test::More::plan('no_plan');    # counted automatically; also tells Test::Base a plan exists
     my @blocks = Test::Base::blocks();
-    my $live = grep { !exists $_->{must_die} } @blocks;
+    my $start = delete $opt{start} // 1;
+    my $live = $start && grep { !exists $_->{must_die} } @blocks;
+    $LIVE = $live;
     my $ok = eval {
         $T = FlyEdge::Topology->new(%opt);
         if ($live) {
@@ -128,12 +131,13 @@ sub run_block {
         return;
     }
 
-    $T->configure(block_spec($block));
+    $T->configure(block_spec($block)) if $LIVE;
     my %offset = map { $_ => $T->error_log_size($_) } $T->regions;
     $BLOCK_STATE{offset} = \%offset;
     $BLOCK_STATE{jar} = FlyEdge::Test::CookieJar->new if exists $block->{cookie_jar};
 
     my @requests = block_requests($block);
+    croak "requests need a running topology (run_tests(start => 0) was used)" if @requests && !$LIVE;
     my @responses;
     my $delay = _section($block, 'request_delay');
     for my $i (0 .. $#requests) {
@@ -174,7 +178,7 @@ sub run_block {
                            (ref $v eq 'ARRAY' ? @$v : $v)
     } grep { /^error_log/ } keys %$block;
     for my $r ($T->regions) {
-        push @EXEMPT, [$r, $offset{$r}, $T->error_log_size($r), $name, $exempt];
+        push @EXEMPT, [$r, $offset{$r}, $T->error_log_size($r), $name, $exempt] if $LIVE;
     }
 }
 
@@ -305,11 +309,11 @@ sub check_response {
     my $shown;
     my $show = sub {
         return if $shown++;
-        my $h = join '', map { my $k = $_; map { "#   $k: $_\n" } ref $res->{headers}{$k} ? @{$res->{headers}{$k}} : $res->{headers}{$k} }
+        my $h = join '', map { my $k = $_; map { "  $k: $_\n" } ref $res->{headers}{$k} ? @{$res->{headers}{$k}} : $res->{headers}{$k} }
                 sort keys %{$res->{headers}};
         my $c = $res->{content} // '';
         $c = substr($c, 0, 600) . '...' if length $c > 600;
-        Test::More::diag("$res->{request}{method} $res->{request}{url} -> $res->{status} $res->{reason}\n$h#   body: $c");
+        Test::More::diag("$res->{request}{method} $res->{request}{url} -> $res->{status} $res->{reason}\n${h}  body: $c");
     };
 
     if (defined(my $code = _pick(_section($block, 'error_code'), $i))) {
@@ -360,8 +364,9 @@ sub _patterns {
         next unless defined $p;
         if (!ref $p) {
             next unless $p =~ /\S/;
-            if ($p =~ m{^\s*qr/(.*)/([a-z]*)\s*$}) {
-                my $re = eval "qr/$1/$2" or croak "bad pattern $p: $@";
+            if ($p =~ m{^\s*qr[^\w\s]}) {
+                my $re = eval $p;
+                croak "bad pattern $p: $@" unless ref $re eq 'Regexp';
                 $p = $re;
             } else {
                 $p =~ s/^\s+|\s+$//g;
@@ -401,7 +406,7 @@ sub check_patterns {
         Test::More::ok($ok, "$name - $what lacks " . (ref $p ? "/$p/" : "'$p'")) or do {
             $failed++;
             my @l = grep { _matches($_, $p) } split /\n/, $content;
-            Test::More::diag("#   $_") for @l[0 .. ($#l < 4 ? $#l : 4)];
+            Test::More::diag("  $_") for @l[0 .. ($#l < 4 ? $#l : 4)];
         };
     }
     Test::More::diag(_interesting($content)) if $failed;
@@ -410,7 +415,7 @@ sub check_patterns {
 # The lines of a debug log worth showing: everything above [debug], and the last debug lines.
 sub _interesting {
     my ($log) = @_;
-    my @lines = split /\n/, $log;
+    my @lines = grep { m{^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[} } split /\n/, $log;
     my @top = grep { !/\[debug\]/ } @lines;
     @top = @top[-40 .. -1] if @top > 40;
     my @dbg = grep { /\[debug\]/ } @lines;
@@ -445,7 +450,7 @@ sub check_error_logs {
             }
         }
         Test::More::ok(!@bad, "error log of $r has no [alert], [emerg], AddressSanitizer or runtime error: report")
-            or Test::More::diag(join '', map { "#   $_\n" } @bad[0 .. ($#bad < 19 ? $#bad : 19)]);
+            or Test::More::diag(join '', map { "  $_\n" } @bad[0 .. ($#bad < 19 ? $#bad : 19)]);
     }
 }
 
@@ -547,7 +552,8 @@ C<FLY_TEST_VERBOSE=1> shows the processes started.
 =head1 HOW A FILE RUNS
 
 run_tests(%options) builds a L<FlyEdge::Topology> (options go to its new():
-C<pg =E<gt> 0> etc.), starts it (only when some block is not C<must_die>),
+C<pg =E<gt> 0> etc.), starts it (only when some block is not C<must_die>, and
+not with C<start =E<gt> 0>, for files that only run C<nginx -t>),
 then for each block: renders each region's configuration from the block and
 reloads the regions whose configuration changed (SIGHUP, waits until the new
 generation is live with new workers only), sends the requests, checks the
@@ -676,7 +682,7 @@ The answer took at most that many seconds.
 
 Lines that must (not) appear in the error log of the block's region during
 the block (for C<must_die>: in nginx -t's output).  A plain line is a
-substring, C<qr/.../> a regex; C<eval> may give an array of strings and
+substring, a line starting C<qr> (C<qr/.../>, C<qr{...}m>) a regex; C<eval> may give an array of strings and
 qr//.  Expected lines are waited for up to C<--- log_wait: SECS> (default 3).
 C<--- error_log_scl> / C<_ord> / C<_atl> (and C<no_error_log_*>) name a
 region.  A block whose error_log expects C<[alert]>/C<[emerg]>/sanitizer

@@ -483,7 +483,7 @@ sub stop {
 
 sub DESTROY {
     my ($self) = @_;
-    $self->stop if $self->{started} && !$self->{stopped};
+    $self->stop unless $self->{stopped};
 }
 
 END {
@@ -980,6 +980,7 @@ sub configure {
     }
     eval { $self->_wait_all(20, @checks); 1 } or do {
         my $err = $@;
+        delete $self->{rendered}{$_} for @reload;    # try again next time
         croak(ref $err eq 'FlyEdge::Topology::Fatal' ? $$err : $err);
     };
     return scalar(@reload) + scalar(@restart);
