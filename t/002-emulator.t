@@ -302,3 +302,18 @@ POST /posts
 --- response_headers
 fly-replay: region=scl
 !fly-emulator-region
+
+
+=== TEST 13: a request may set its own Host; /hdr echoes request headers for Vary tests
+--- config
+location = /host { return 200 "host=$host\n"; }
+location / { proxy_pass http://app; }
+--- request eval
+[ { path => '/host', headers => { Host => 'example.org' } },
+  { path => '/hdr?Vary=Accept-Language&echo=Accept-Language&body=lang%3D', headers => { 'Accept-Language' => 'fr' } } ]
+--- region: ord
+--- error_code: 200
+--- response_body eval
+[ "host=example.org\n", "lang=Accept-Language: fr\n" ]
+--- response_headers eval
+[ undef, "Vary: Accept-Language" ]

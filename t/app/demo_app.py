@@ -29,7 +29,9 @@ Endpoints for the cache and replay tests (any method):
                          length and sha256 (proves a proxy forwarded the
                          request unchanged)
     /hdr?<Name>=<value>&...   200 with those response headers; `status=` sets
-                         the status, `body=` the body
+                         the status, `body=` the body, and each `echo=<Header>`
+                         adds a line "<Header>: <its request value>" to the
+                         body (so Vary variants show which request made them)
     /bin?size=N          N deterministic binary bytes
     /gzip?size=N         N bytes of text, gzip-encoded (Content-Encoding: gzip)
     /chunked?size=N[&chunk=K]  N binary bytes with chunked transfer encoding
@@ -39,7 +41,7 @@ Endpoints for the cache and replay tests (any method):
                          101 Switching Protocols, then echoes every byte it
                          receives until the client closes (no framing)
 On /bin, /gzip, /chunked, /slow and /big every query parameter other than
-size, chunk, ms, status and body is also sent back as a response header, so
+size, chunk, ms, status, body and echo is also sent back as a response header, so
 e.g. /bin?size=10&Cache-Control=max-age%3D60 is cacheable.  Their responses
 carry X-Body-Sha256 (of the bytes on the wire).
 
@@ -199,7 +201,7 @@ class HttpError(Exception):
 
 POST_RE = re.compile(r"^/posts/(\d+)$")
 COMMENTS_RE = re.compile(r"^/posts/(\d+)/comments$")
-RESERVED_PARAMS = {"size", "chunk", "ms", "status", "body"}
+RESERVED_PARAMS = {"size", "chunk", "ms", "status", "body", "echo"}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -498,6 +500,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def hdr(self):
         body = dict(self.params).get("body", "")
+        for k, v in self.params:
+            if k == "echo":
+                body += "%s: %s\n" % (v, self.headers.get(v, ""))
         self.reply(self.status_param(), body, "text/plain", headers=self.extra_headers())
 
     def sized(self, default=1024):

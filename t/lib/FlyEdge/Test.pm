@@ -245,7 +245,7 @@ sub _headers_list {
     return \@out;
 }
 
-# send_request(method => 'GET', path => '/x', region => 'atl', headers => {...},
+# send_request(method => 'GET', path => '/x', region => 'atl', headers => {...} (Host allowed),
 #              body => '...', direct => 0, chunked => 0, route => 'port'|'header', timeout => 10)
 # Sends through the replay emulator (the port "near" region, or with
 # route => 'header' the main port plus `fly-prefer-region: <region>`), or
@@ -278,7 +278,7 @@ sub send_request {
             $args{content} = $body;
         }
     }
-    my $ua = $req{ua} || ($BLOCK_STATE{ua}{$req{timeout} // ''} //= HTTP::Tiny->new(
+    my $ua = $req{ua} || ($BLOCK_STATE{ua}{$req{timeout} // ''} //= FlyEdge::Test::UA->new(
         timeout => $req{timeout} // ($BLOCK ? _section($BLOCK, 'timeout') : undef) // 10,
         max_redirect => 0, keep_alive => 1, agent => 'fly-edge-test/1',
         ($BLOCK_STATE{jar} ? (cookie_jar => $BLOCK_STATE{jar}) : ())));
@@ -454,6 +454,25 @@ sub check_error_logs {
     }
 }
 
+# ------------------------------------------------------------------ the client
+
+# HTTP::Tiny that lets a request set its own Host header (cache keys include it).
+package FlyEdge::Test::UA;
+our @ISA = ('HTTP::Tiny');
+
+sub _prepare_headers_and_cb {
+    my ($self, $request, $args, @rest) = @_;
+    my $host;
+    if ($args->{headers}) {
+        my %h = %{$args->{headers}};
+        for my $k (grep { lc $_ eq 'host' } keys %h) { $host = delete $h{$k} }
+        $args = { %$args, headers => \%h };
+    }
+    my @r = $self->SUPER::_prepare_headers_and_cb($request, $args, @rest);
+    $request->{headers}{host} = $host if defined $host;
+    return @r;
+}
+
 # ------------------------------------------------------------------ cookies
 
 package FlyEdge::Test::CookieJar;
@@ -619,6 +638,7 @@ sent in order on one keep-alive connection (and one cookie jar).
 =item --- more_headers
 
 C<Name: value> lines (or, with eval, an array: one entry per request).
+C<Host> may be set too.
 
 =item --- region: atl
 
