@@ -75,7 +75,10 @@ sub run_tests {
             Test::More::diag("died: $@");
         };
     }
-    check_error_logs() if $live;
+    if ($live) {
+        $T->stop_nginx;    # gracefully: what workers log while exiting is checked too
+        check_error_logs();
+    }
     Test::More::done_testing();
     $T->stop;
 }
@@ -285,6 +288,7 @@ sub send_request {
     my $t0 = time;
     my $res = $ua->request($method, $base . $path, \%args);
     $res->{elapsed} = time - $t0;
+    $res->{content} //= '';
     $res->{request} = { %req, url => $base . $path, method => $method };
     return $res;
 }
@@ -576,8 +580,8 @@ not with C<start =E<gt> 0>, for files that only run C<nginx -t>),
 then for each block: renders each region's configuration from the block and
 reloads the regions whose configuration changed (SIGHUP, waits until the new
 generation is live with new workers only), sends the requests, checks the
-answers, runs C<--- test> code, checks the error logs.  At the end it asserts
-that no region's error log (nor nginx's stderr) contains C<[alert]>,
+answers, runs C<--- test> code, checks the error logs.  At the end it stops
+nginx gracefully and asserts that no region's error log (nor nginx's stderr) contains C<[alert]>,
 C<[emerg]>, C<AddressSanitizer> or C<runtime error:> outside blocks that
 expected them, and calls done_testing (no plan to count).  A block that dies
 fails with the reason and the file goes on.

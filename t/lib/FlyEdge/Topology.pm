@@ -892,7 +892,8 @@ sub _spawn_nginx {
     my $env = $self->_nginx_env($r, $spec);
     my @unset = grep { !defined $env->{$_} } keys %$env;
     my $name = "nginx-$r";
-    $self->_spawn($name, sig => 'TERM', log => "$prefix/logs/stderr.log",
+    # QUIT: graceful shutdown, so workers exit normally (sanitizers report at exit)
+    $self->_spawn($name, sig => 'QUIT', log => "$prefix/logs/stderr.log",
         env => { map { $_ => $env->{$_} } grep { defined $env->{$_} } keys %$env },
         cmd => ['/usr/bin/env', (map { ('-u', $_) } @unset),
                 $NGINX, '-p', "$prefix/", '-c', "$prefix/conf/nginx.conf", '-e', "$prefix/logs/error.log"]);
@@ -1003,7 +1004,12 @@ sub reload_nginx {
     return $self->configure(%spec);
 }
 
-sub stop_nginx  { my ($self, $r) = @_; $self->_stop_procs('nginx-' . $self->_region($r)) }
+# stop_nginx(@regions): graceful stop (SIGQUIT), all regions when none named.
+sub stop_nginx {
+    my ($self, @r) = @_;
+    @r = @{$self->{regions}} unless @r;
+    $self->_stop_procs(map { 'nginx-' . $self->_region($_) } @r);
+}
 sub start_nginx {
     my ($self, $r) = @_;
     $r = $self->_region($r);
@@ -1189,7 +1195,8 @@ C<dbh(R [, db])> (DBD::Pg, AutoCommit), C<wait_for_pg_replication([timeout])>.
 
 =item nginx
 
-C<configure(%spec)>, C<reload_nginx(@R)>, C<stop_nginx(R)>, C<start_nginx(R)>,
+C<configure(%spec)>, C<reload_nginx(@R)>, C<stop_nginx(@R)> (SIGQUIT; all
+when none named), C<start_nginx(R)>,
 C<nginx_t($snippet | {main_config, http_config, config, env}, region =E<gt> R, env =E<gt> {...})>
 returning (exit code, output), C<error_log(R)>, C<error_log_path(R)>,
 C<error_log_size(R)>, C<error_log_since(R, offset)>, C<access_log_path(R)>,
