@@ -876,6 +876,8 @@ sub _write_nginx_files {
 sub _nginx_env {
     my ($self, $r, $spec) = @_;
     my %env = %{$self->vars($r)};
+    # e.g. the sanitizer runtime for an ASan build of the module, for nginx only
+    $env{LD_PRELOAD} = $ENV{FLY_EDGE_LD_PRELOAD} if $ENV{FLY_EDGE_LD_PRELOAD};
     my $over = $spec->{env} || {};
     $env{$_} = $over->{$_} for keys %$over;     # undef = unset
     return \%env;
@@ -1166,6 +1168,11 @@ Plain names (C<REDIS_PORT>, C<APP_PORT>, ...) are the region's own.
 Options: C<redis>, C<pg>, C<app>, C<nginx>, C<emulator> (all default 1; 0
 skips that part), C<module>, C<nginx_template>, C<worker_processes>,
 C<keep>, C<dir>, C<say> (progress callback), C<verbose>.
+
+Environment: C<FLY_EDGE_MODULE> (the .so), C<FLY_EDGE_NGINX> (the nginx
+binary, default F</usr/sbin/nginx>), C<FLY_EDGE_LD_PRELOAD> (LD_PRELOAD for
+nginx only, e.g. libasan for a sanitizer build), C<FLY_TEST_KEEP>,
+C<FLY_TEST_VERBOSE>, C<FLY_TEST_TMPDIR> (default F</tmp>).
 
 =item start(%spec), stop
 
