@@ -246,3 +246,30 @@ $t->pause_redis('ord', 0.3);
 my $t0 = Time::HiRes::time();
 is($t->redis('ord')->ping, 'PONG', 'pause_redis with a duration resumes by itself');
 cmp_ok(Time::HiRes::time() - $t0, '>=', 0.2, 'after the pause');
+
+
+=== TEST 13: a block may change nginx's environment (a restart), send chunked bodies, route by header
+--- env_ord
+FLY_REGION=mia
+--- config
+location = /region { return 200 "$fly_region\n"; }
+location = /te { return 200 "te=$http_transfer_encoding cl=$http_content_length\n"; }
+location / { proxy_pass http://app; }
+--- request eval
+[ { path => '/region', region => 'ord' },
+  { path => '/region', region => 'atl', route => 'header' },
+  { method => 'POST', path => '/te', body => 'x' x 100000, chunked => 1, region => 'scl', direct => 1 },
+  { method => 'POST', path => '/echo', body => 'x' x 100000, chunked => 1, region => 'scl' } ]
+--- response_body_like eval
+[ qr/^mia$/, qr/^atl$/, qr/^te=chunked cl=$/, qr/"body_length": 100000,/ ]
+--- max_elapsed: 5
+
+
+=== TEST 14: the environment is back to normal in the next block
+--- config
+location = /region { return 200 "$fly_region\n"; }
+--- request
+GET /region
+--- region: ord
+--- response_body
+ord
