@@ -134,7 +134,10 @@ sub run_block {
         return;
     }
 
-    $T->configure(block_spec($block)) if $LIVE;
+    if ($LIVE) {
+        $T->heal;     # whatever an earlier block stopped or paused runs again
+        $T->configure(block_spec($block));
+    }
     my %offset = map { $_ => $T->error_log_size($_) } $T->regions;
     $BLOCK_STATE{offset} = \%offset;
     $BLOCK_STATE{jar} = FlyEdge::Test::CookieJar->new if exists $block->{cookie_jar};
@@ -577,7 +580,8 @@ C<FLY_TEST_VERBOSE=1> shows the processes started.
 run_tests(%options) builds a L<FlyEdge::Topology> (options go to its new():
 C<pg =E<gt> 0> etc.), starts it (only when some block is not C<must_die>, and
 not with C<start =E<gt> 0>, for files that only run C<nginx -t>),
-then for each block: renders each region's configuration from the block and
+then for each block: starts again whatever an earlier block stopped or paused
+(Topology's heal()), renders each region's configuration from the block and
 reloads the regions whose configuration changed (SIGHUP, waits until the new
 generation is live with new workers only), sends the requests, checks the
 answers, runs C<--- test> code, checks the error logs.  At the end it stops

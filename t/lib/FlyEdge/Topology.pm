@@ -508,6 +508,31 @@ sub _install_signal_handlers {
     }
 }
 
+# heal(): start again (or resume) whatever a test stopped or paused, so the
+# next test begins with the whole topology running.  Returns what it fixed.
+sub heal {
+    my ($self) = @_;
+    my @fixed;
+    my @regions = @{$self->{regions}};
+    if ($self->{want}{redis}) {
+        # the primary first: restarted replicas then sync from it
+        for my $r ($self->{primary}, grep { $_ ne $self->{primary} } @regions) {
+            my $p = $self->{procs}{"redis-$r"};
+            if ($p && $p->{paused} && $self->_alive("redis-$r")) { $self->resume_redis($r); push @fixed, "redis-$r resumed" }
+            next if $self->_alive("redis-$r");
+            $self->start_redis($r);
+            push @fixed, "redis-$r";
+        }
+    }
+    if ($self->{want}{app}) {
+        for my $r (@regions) { next if $self->_alive("app-$r"); $self->start_app($r); push @fixed, "app-$r" }
+    }
+    if ($self->{want}{nginx}) {
+        for my $r (@regions) { next if $self->_alive("nginx-$r"); $self->start_nginx($r); push @fixed, "nginx-$r" }
+    }
+    return @fixed;
+}
+
 # ------------------------------------------------------------------ Redis
 
 sub _redis_cmdline {
@@ -1202,7 +1227,8 @@ C<dbh(R [, db])> (DBD::Pg, AutoCommit), C<wait_for_pg_replication([timeout])>.
 
 =item nginx
 
-C<configure(%spec)>, C<reload_nginx(@R)>, C<stop_nginx(@R)> (SIGQUIT; all
+C<heal()> (restarts or resumes whatever a test stopped or paused; the
+test harness calls it before every block), C<configure(%spec)>, C<reload_nginx(@R)>, C<stop_nginx(@R)> (SIGQUIT; all
 when none named), C<start_nginx(R)>,
 C<nginx_t($snippet | {main_config, http_config, config, env}, region =E<gt> R, env =E<gt> {...})>
 returning (exit code, output), C<error_log(R)>, C<error_log_path(R)>,
