@@ -229,10 +229,10 @@ class Upstream:
                 self.sock.sendall(body)
         except socket.timeout:
             raise Unreachable("timeout", "sending to %s timed out" % self.region)
-        except OSError as e:
-            # nginx may answer (e.g. 413) and close before reading the whole body:
-            # the answer is still worth reading.
-            self.send_error = e
+        except OSError:
+            # nginx may answer (e.g. 413) and close before reading the whole
+            # body: read_head() still gets that answer
+            pass
 
     def read_head(self):
         try:

@@ -63,7 +63,6 @@ sub new {
         stopped   => 0,
         is_root   => $> == 0,
     }, $class;
-    $self->{want}{app} = 0 if defined $opt{app} && !$opt{app};
     $self->{module} = abs_path($self->{module}) // $self->{module} if -e $self->{module};
     my $base = $opt{dir_base} || $ENV{FLY_TEST_TMPDIR} || '/tmp';
     $self->{dir} = $opt{dir} || tempdir('fly-edge-XXXXXX', DIR => $base);
