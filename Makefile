@@ -64,7 +64,8 @@ module: $(MODULE)
 
 $(MODULE): $(NGX_BUILD)/.configured $(NGX_SRCS) $(CORE_SRCS) $(CORE_HDRS)
 	$(MAKE) -s -C $(NGX_BUILD) -f objs/Makefile modules
-	cp $(NGX_BUILD)/objs/ngx_http_fly_edge_module.so $@
+	@# a new inode: nginx processes that have the old one mapped keep it intact
+	cp $(NGX_BUILD)/objs/ngx_http_fly_edge_module.so $@.tmp && mv -f $@.tmp $@
 
 $(BUILD)/unit/%: t/unit/%.cpp $(CORE_SRCS) $(CORE_HDRS) t/unit/unit.hpp
 	@mkdir -p $(BUILD)/unit
@@ -83,7 +84,8 @@ test: deps
 run: deps module
 	perl -I t/lib t/bin/demo
 
-bench: deps module
+bench: deps
+	-@$(MAKE) --no-print-directory module
 	perl -I t/lib t/bench/bench
 
 clean:
