@@ -144,15 +144,28 @@ char *set_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
 // fly_replay off | on | always;
 char *set_replay(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
 {
-    char *rv = ngx_conf_set_enum_slot(cf, cmd, conf);
-    if (rv == NGX_CONF_OK
-        && static_cast<LocConf *>(conf)->replay
-               != static_cast<ngx_uint_t>(ReplayMode::off))
-    {
-        MainConf *mcf = main_conf(cf);
-        remember_place(cf, mcf->need_region_file, mcf->need_region_line);
+    auto *lcf = static_cast<LocConf *>(conf);
+    if (lcf->replay != NGX_CONF_UNSET_UINT) {
+        return const_cast<char *>("is duplicate");
     }
-    return rv;
+    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
+    for (ngx_conf_enum_t *e = replay_modes; e->name.len; e++) {
+        if (e->name.len == value[1].len
+            && ngx_strncmp(e->name.data, value[1].data, value[1].len) == 0)
+        {
+            lcf->replay = e->value;
+            if (e->value != static_cast<ngx_uint_t>(ReplayMode::off)) {
+                MainConf *mcf = main_conf(cf);
+                remember_place(cf, mcf->need_region_file,
+                               mcf->need_region_line);
+            }
+            return static_cast<char *>(NGX_CONF_OK);
+        }
+    }
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"%V\": invalid value \"%V\", expected \"off\", "
+                       "\"on\" or \"always\"", &cmd->name, &value[1]);
+    return static_cast<char *>(NGX_CONF_ERROR);
 }
 
 // METHOD ... into a core::Method bit set; `allowed` limits the choice.
