@@ -370,3 +370,32 @@ location = /inherit { proxy_pass http://app/echo; }
   { method => 'POST', path => '/inherit', region => 'ord', direct => 1, body => 'x' } ]
 --- error_code eval
 [ 200, 418 ]
+
+
+=== TEST 17: $fly_region, $fly_primary_region and $fly_is_primary in every region
+--- config
+location = /vars { return 200 "region=$fly_region primary=$fly_primary_region is_primary=$fly_is_primary\n"; }
+--- request eval
+[ map { { path => '/vars', region => $_, direct => 1 } } qw(scl ord atl) ]
+--- response_body eval
+[ "region=scl primary=scl is_primary=1\n", "region=ord primary=scl is_primary=0\n",
+  "region=atl primary=scl is_primary=0\n" ]
+
+
+=== TEST 18: fly_region and fly_primary_region directives win over the environment
+--- http_config
+fly_region iad;
+fly_primary_region ord;
+fly_replay on;
+--- config
+location = /vars { return 200 "region=$fly_region primary=$fly_primary_region is_primary=$fly_is_primary\n"; }
+location / { proxy_pass http://app; }
+--- request eval
+[ { path => '/vars', region => 'scl', direct => 1 },
+  { method => 'POST', path => '/echo', region => 'scl', direct => 1, body => 'x' } ]
+--- error_code eval
+[ 200, 409 ]
+--- response_body eval
+[ "region=iad primary=ord is_primary=0\n", "" ]
+--- response_headers eval
+[ '', 'fly-replay: region=ord;state=method' ]
