@@ -7,7 +7,7 @@
 
 SHELL       := /bin/bash
 NGINX_SRC   ?= /usr/share/nginx/src
-BUILD       := $(CURDIR)/build
+BUILD       ?= $(CURDIR)/build
 NGX_BUILD   := $(BUILD)/nginx
 MODULE      := $(BUILD)/ngx_http_fly_edge_module.so
 CXX         ?= g++
@@ -32,7 +32,7 @@ DEB_PKGS := g++ make perl ca-certificates curl procps util-linux \
     python3 python3-psycopg2 \
     libnginx-mod-http-srcache-filter libnginx-mod-http-memc
 
-.PHONY: all module deps unit itest test run bench clean FORCE
+.PHONY: all module deps unit itest itest-asan test run bench clean FORCE
 
 all: module
 
@@ -77,9 +77,22 @@ unit: $(UNIT_BINS)
 itest: module
 	prove -I t/lib -r t/
 
+# The integration tests again with the module built with AddressSanitizer
+# and UBSan (nginx itself is Debian's; libasan is preloaded into it). The
+# harness fails a test file whose error logs hold a sanitizer report.
+ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer
+itest-asan:
+	@$(MAKE) --no-print-directory module BUILD=$(CURDIR)/build/asan \
+	    FLY_EDGE_CXXFLAGS="$(ASAN_FLAGS)" NGX_LD_OPT="$(NGX_LD_OPT) $(ASAN_FLAGS)"
+	FLY_EDGE_MODULE=$(CURDIR)/build/asan/ngx_http_fly_edge_module.so \
+	FLY_EDGE_LD_PRELOAD=$$($(CXX) -print-file-name=libasan.so) \
+	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	    prove -I t/lib -r t/
+
 test: deps
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory itest
+	@$(MAKE) --no-print-directory itest-asan
 
 run: deps module
 	perl -I t/lib t/bin/demo
