@@ -12,6 +12,8 @@ extern "C" {
 #include "core/cache_rules.hpp"
 #include "core/replay.hpp"
 
+#include <string_view>
+
 // nginx's generated ngx_modules.c refers to this symbol from C; it is the
 // only symbol the shared object exports.
 extern "C" __attribute__((visibility("default")))
@@ -101,10 +103,47 @@ struct RequestCtx {
     CacheCtx *cache;                    // ngx_fly_cache.cpp's own state
 };
 
+// Small helpers the shell's files share.
+inline std::string_view view(const ngx_str_t &s)
+{
+    return {reinterpret_cast<const char *>(s.data), s.len};
+}
+
+inline LocConf *loc_conf(ngx_http_request_t *r)
+{
+    return static_cast<LocConf *>(
+        ngx_http_get_module_loc_conf(r, ngx_http_fly_edge_module));
+}
+
+inline MainConf *main_conf(ngx_http_request_t *r)
+{
+    return static_cast<MainConf *>(
+        ngx_http_get_module_main_conf(r, ngx_http_fly_edge_module));
+}
+
+// Calls f(ngx_table_elt_t &) for every live header of a list.
+template <typename F>
+void for_each_header(ngx_list_t &list, F &&f)
+{
+    for (ngx_list_part_t *part = &list.part; part; part = part->next) {
+        auto *h = static_cast<ngx_table_elt_t *>(part->elts);
+        for (ngx_uint_t i = 0; i < part->nelts; i++) {
+            if (h[i].hash != 0) {
+                f(h[i]);
+            }
+        }
+    }
+}
+
 // ngx_http_fly_edge_module.cpp
 RequestCtx *get_ctx(ngx_http_request_t *r);      // nullptr if none yet
 RequestCtx *create_ctx(ngx_http_request_t *r);   // nullptr on no memory
 uint32_t method_bit(ngx_uint_t ngx_method);      // NGX_HTTP_* -> core bit
+// A copy of `s` in the pool (not NUL-terminated); nullptr on no memory.
+u_char *pool_dup(ngx_pool_t *pool, std::string_view s);
+// Adds a response header (name and value must outlive the request).
+ngx_table_elt_t *push_header(ngx_http_request_t *r, std::string_view name,
+                             std::string_view value);
 
 // ngx_fly_conf.cpp: directive handlers, create/merge conf
 extern ngx_command_t commands[];

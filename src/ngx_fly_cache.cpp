@@ -50,42 +50,11 @@ ngx_http_output_body_filter_pt next_body_filter;
 time_t log_slot_redis;           // rate limits for log lines
 time_t log_slot_entry;
 
-std::string_view view(const ngx_str_t &s)
-{
-    return {reinterpret_cast<const char *>(s.data), s.len};
-}
-
-LocConf *loc_conf(ngx_http_request_t *r)
-{
-    return static_cast<LocConf *>(
-        ngx_http_get_module_loc_conf(r, ngx_http_fly_edge_module));
-}
-
-MainConf *main_conf(ngx_http_request_t *r)
-{
-    return static_cast<MainConf *>(
-        ngx_http_get_module_main_conf(r, ngx_http_fly_edge_module));
-}
-
 bool equals_ci(std::string_view a, std::string_view b)
 {
     return a.size() == b.size()
            && ngx_strncasecmp((u_char *) a.data(), (u_char *) b.data(),
                               a.size()) == 0;
-}
-
-// Calls f(ngx_table_elt_t &) for every live header of a list.
-template <typename F>
-void for_each_header(ngx_list_t &list, F &&f)
-{
-    for (ngx_list_part_t *part = &list.part; part; part = part->next) {
-        auto *h = static_cast<ngx_table_elt_t *>(part->elts);
-        for (ngx_uint_t i = 0; i < part->nelts; i++) {
-            if (h[i].hash != 0) {
-                f(h[i]);
-            }
-        }
-    }
 }
 
 // The request's value of header `name` (lower case), lines joined
@@ -128,25 +97,6 @@ CacheCtx *create_cache_ctx(ngx_http_request_t *r, RequestCtx *ctx)
     cln->handler = cache_cleanup;
     ctx->cache = cc;
     return cc;
-}
-
-ngx_table_elt_t *push_header(ngx_http_request_t *r, std::string_view name,
-                             std::string_view value)
-{
-    auto *h = static_cast<ngx_table_elt_t *>(
-        ngx_list_push(&r->headers_out.headers));
-    if (h == nullptr) {
-        return nullptr;
-    }
-    h->hash = 1;
-    h->key.len = name.size();
-    h->key.data = (u_char *) name.data();
-    h->value.len = value.size();
-    h->value.data = (u_char *) value.data();
-#if defined(nginx_version) && nginx_version >= 1023000
-    h->next = nullptr;
-#endif
-    return h;
 }
 
 bool add_status_header(ngx_http_request_t *r, LocConf *lcf, CacheStatus s)

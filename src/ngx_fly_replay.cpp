@@ -6,6 +6,7 @@
 // or cannot work.  A header filter sets the sticky read-your-writes
 // cookie on writes that pass in the primary region.
 #include "ngx_fly.hpp"
+#include "core/http_text.hpp"
 
 #include <exception>
 #include <string>
@@ -17,23 +18,6 @@ namespace {
 using core::ReplayAction;
 
 ngx_http_output_header_filter_pt next_header_filter;
-
-std::string_view view(const ngx_str_t &s)
-{
-    return {reinterpret_cast<const char *>(s.data), s.len};
-}
-
-LocConf *loc_conf(ngx_http_request_t *r)
-{
-    return static_cast<LocConf *>(
-        ngx_http_get_module_loc_conf(r, ngx_http_fly_edge_module));
-}
-
-MainConf *main_conf(ngx_http_request_t *r)
-{
-    return static_cast<MainConf *>(
-        ngx_http_get_module_main_conf(r, ngx_http_fly_edge_module));
-}
 
 // The live fly-replay-until cookie, if the client has one.
 bool sticky_live(ngx_http_request_t *r)
@@ -76,15 +60,8 @@ ngx_int_t send_text(ngx_http_request_t *r, ngx_uint_t status,
     r->headers_out.content_length_n = len;
     ngx_str_set(&r->headers_out.content_type, "text/plain");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
-    if (retry_after) {
-        ngx_table_elt_t *h = static_cast<ngx_table_elt_t *>(
-            ngx_list_push(&r->headers_out.headers));
-        if (h == nullptr) {
-            return NGX_ERROR;
-        }
-        h->hash = 1;
-        ngx_str_set(&h->key, "Retry-After");
-        ngx_str_set(&h->value, "1");
+    if (retry_after && push_header(r, "Retry-After", "1") == nullptr) {
+        return NGX_ERROR;
     }
     ngx_int_t rc = ngx_http_send_header(r);
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
@@ -112,21 +89,15 @@ ngx_int_t send_replay(ngx_http_request_t *r, MainConf *mcf, LocConf *lcf,
     }
     std::string value = core::replay_header(view(mcf->primary_region), state);
 
-    ngx_table_elt_t *h = static_cast<ngx_table_elt_t *>(
-        ngx_list_push(&r->headers_out.headers));
-    if (h == nullptr) {
+    u_char *v = pool_dup(r->pool, value);
+    if (v == nullptr
+        || push_header(r, "fly-replay",
+                       {reinterpret_cast<char *>(v), value.size()}) == nullptr)
+    {
         return NGX_ERROR;
     }
-    h->hash = 1;
-    ngx_str_set(&h->key, "fly-replay");
-    h->value.len = value.size();
-    h->value.data = static_cast<u_char *>(ngx_pnalloc(r->pool, value.size()));
-    if (h->value.data == nullptr) {
-        return NGX_ERROR;
-    }
-    ngx_memcpy(h->value.data, value.data(), value.size());
 
-    ctx->replay_state.data = h->value.data + (value.size() - state.size());
+    ctx->replay_state.data = v + (value.size() - state.size());
     ctx->replay_state.len = state.size();
 
     r->headers_out.status = lcf->replay_status;
@@ -134,7 +105,7 @@ ngx_int_t send_replay(ngx_http_request_t *r, MainConf *mcf, LocConf *lcf,
     r->header_only = 1;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "fly replay: %V -> \"%V\"", &r->method_name, &h->value);
+                   "fly replay: %V -> \"%s\"", &r->method_name, value.c_str());
 
     return ngx_http_send_header(r);
 }
@@ -166,29 +137,13 @@ ngx_int_t handle(ngx_http_request_t *r)
                        == NGX_DECLINED;
 
     ngx_table_elt_t *src = nullptr;
-    ngx_list_part_t *part = &r->headers_in.headers.part;
-    auto *hs = static_cast<ngx_table_elt_t *>(part->elts);
-    for (ngx_uint_t i = 0;; i++) {
-        if (i >= part->nelts) {
-            if (part->next == nullptr) {
-                break;
-            }
-            part = part->next;
-            hs = static_cast<ngx_table_elt_t *>(part->elts);
-            i = 0;
-            if (part->nelts == 0) {
-                continue;
-            }
-        }
-        const ngx_str_t &k = hs[i].key;
-        if (k.len == 14 && ngx_strncasecmp(k.data, (u_char *) "fly-replay-src", 14) == 0) {
-            src = &hs[i];
-        } else if (k.len == 17
-                   && ngx_strncasecmp(k.data, (u_char *) "fly-replay-failed", 17) == 0)
-        {
+    for_each_header(r->headers_in.headers, [&](ngx_table_elt_t &h) {
+        if (core::iequals(view(h.key), "fly-replay-src")) {
+            src = &h;
+        } else if (core::iequals(view(h.key), "fly-replay-failed")) {
             in.replay_failed = true;
         }
-    }
+    });
     core::ReplaySrc parsed;
     if (src != nullptr) {
         if (core::parse_replay_src(view(src->value), parsed)) {
@@ -315,20 +270,13 @@ ngx_int_t header_filter(ngx_http_request_t *r) noexcept
 
     try {
         std::string c = core::sticky_cookie(ngx_time(), lcf->replay_sticky);
-        ngx_table_elt_t *h = static_cast<ngx_table_elt_t *>(
-            ngx_list_push(&r->headers_out.headers));
-        u_char *p = static_cast<u_char *>(ngx_pnalloc(r->pool, c.size()));
-        if (h == nullptr || p == nullptr) {
+        u_char *p = pool_dup(r->pool, c);
+        if (p == nullptr
+            || push_header(r, "Set-Cookie",
+                           {reinterpret_cast<char *>(p), c.size()}) == nullptr)
+        {
             return NGX_ERROR;
         }
-        ngx_memcpy(p, c.data(), c.size());
-        h->hash = 1;
-        ngx_str_set(&h->key, "Set-Cookie");
-        h->value.data = p;
-        h->value.len = c.size();
-#if defined(nginx_version) && nginx_version >= 1023000
-        h->next = nullptr;
-#endif
     } catch (const std::exception &e) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "fly_replay_sticky: %s", e.what());

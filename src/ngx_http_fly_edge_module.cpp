@@ -142,6 +142,34 @@ uint32_t method_bit(ngx_uint_t m)
     }
 }
 
+u_char *pool_dup(ngx_pool_t *pool, std::string_view s)
+{
+    auto *p = static_cast<u_char *>(ngx_pnalloc(pool, s.size() ? s.size() : 1));
+    if (p != nullptr) {
+        ngx_memcpy(p, s.data(), s.size());
+    }
+    return p;
+}
+
+ngx_table_elt_t *push_header(ngx_http_request_t *r, std::string_view name,
+                             std::string_view value)
+{
+    auto *h = static_cast<ngx_table_elt_t *>(
+        ngx_list_push(&r->headers_out.headers));
+    if (h == nullptr) {
+        return nullptr;
+    }
+    h->hash = 1;
+    h->key.len = name.size();
+    h->key.data = (u_char *) name.data();
+    h->value.len = value.size();
+    h->value.data = (u_char *) value.data();
+#if defined(nginx_version) && nginx_version >= 1023000
+    h->next = nullptr;
+#endif
+    return h;
+}
+
 bool log_allowed(time_t *slot)
 {
     time_t now = ngx_time();

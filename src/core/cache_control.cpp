@@ -1,5 +1,6 @@
 // fly-edge pure core: the Cache-Control header (RFC 9111 section 5.2) and
 // HTTP-date (RFC 9110 section 5.6.7).
+#include "core/http_text.hpp"
 #include "core/cache_control.hpp"
 
 namespace fly::core {
@@ -8,40 +9,6 @@ namespace {
 
 constexpr int64_t kDeltaMax = int64_t{1} << 31;   // RFC 9111 1.2.2
 
-bool is_ows(char c) { return c == ' ' || c == '\t'; }
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
-
-// tchar (RFC 9110 5.6.2)
-bool is_tchar(char ch)
-{
-    unsigned char c = static_cast<unsigned char>(ch);
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
-        return true;
-    }
-    switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*':
-    case '+': case '-': case '.': case '^': case '_': case '`': case '|':
-    case '~':
-        return true;
-    default:
-        return false;
-    }
-}
-
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool iequals(std::string_view a, std::string_view lower_b)
-{
-    if (a.size() != lower_b.size()) {
-        return false;
-    }
-    for (size_t i = 0; i < a.size(); i++) {
-        if (lower(a[i]) != lower_b[i]) {
-            return false;
-        }
-    }
-    return true;
-}
 
 // delta-seconds = 1*DIGIT; values over 2^31 are clamped to 2^31 (RFC 9111
 // 1.2.2).  False when `v` is empty or holds anything but digits.
@@ -375,8 +342,7 @@ void parse_cache_control(std::string_view value, CacheControl &cc)
 
 bool parse_http_date(std::string_view value, int64_t &out)
 {
-    while (!value.empty() && is_ows(value.front())) value.remove_prefix(1);
-    while (!value.empty() && is_ows(value.back())) value.remove_suffix(1);
+    value = trim_ows(value);
     Civil c;
     if (!imf_fixdate(value, c) && !rfc850_date(value, c) && !asctime_date(value, c)) {
         return false;

@@ -1,5 +1,6 @@
 // fly-edge pure core: the versioned, self-describing cache entry format
 // (layout in cache_entry.hpp).
+#include "core/http_text.hpp"
 #include "core/cache_entry.hpp"
 
 namespace fly::core {
@@ -30,25 +31,6 @@ uint32_t fnv1a(const char *p, size_t n)
         h *= kFnvPrime;
     }
     return h;
-}
-
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-// tchar (RFC 9110 5.6.2)
-bool is_tchar(char ch)
-{
-    unsigned char c = static_cast<unsigned char>(ch);
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
-        return true;
-    }
-    switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*':
-    case '+': case '-': case '.': case '^': case '_': case '`': case '|':
-    case '~':
-        return true;
-    default:
-        return false;
-    }
 }
 
 bool valid_name(std::string_view name)
@@ -83,7 +65,7 @@ bool is_vary(std::string_view name)
         return false;
     }
     for (size_t i = 0; i < name.size(); i++) {
-        if (lower(name[i]) != kVary[i]) {
+        if (ascii_lower(name[i]) != kVary[i]) {
             return false;
         }
     }

@@ -1,5 +1,6 @@
 // fly-edge pure core: what a shared cache may store, and for how long
 // (RFC 9111 sections 3 and 4.2), plus the cache key and its Vary variants.
+#include "core/http_text.hpp"
 #include "core/cache_rules.hpp"
 
 #include <climits>
@@ -14,47 +15,6 @@ constexpr int64_t kTtlMax = int64_t{1} << 31;
 
 constexpr char kVarySep = '\x1f';
 
-bool is_ows(char c) { return c == ' ' || c == '\t'; }
-
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool iequals(std::string_view a, std::string_view b)
-{
-    if (a.size() != b.size()) {
-        return false;
-    }
-    for (size_t i = 0; i < a.size(); i++) {
-        if (lower(a[i]) != lower(b[i])) {
-            return false;
-        }
-    }
-    return true;
-}
-
-// tchar (RFC 9110 5.6.2)
-bool is_tchar(char ch)
-{
-    unsigned char c = static_cast<unsigned char>(ch);
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
-        return true;
-    }
-    switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*':
-    case '+': case '-': case '.': case '^': case '_': case '`': case '|':
-    case '~':
-        return true;
-    default:
-        return false;
-    }
-}
-
-std::string_view trim(std::string_view s)
-{
-    while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
-    while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
-    return s;
-}
-
 // Calls f(element) for each element of a comma-separated list (RFC 9110
 // 5.6.1), trimmed of white space; empty elements are skipped.  Stops and
 // returns false as soon as f does.
@@ -67,7 +27,7 @@ bool for_each_element(std::string_view list, F &&f)
         if (comma == std::string_view::npos) {
             comma = list.size();
         }
-        std::string_view e = trim(list.substr(i, comma - i));
+        std::string_view e = trim_ows(list.substr(i, comma - i));
         if (!e.empty() && !f(e)) {
             return false;
         }
@@ -307,7 +267,7 @@ bool vary_names(std::string_view vary, std::string names[], size_t max, size_t &
         }
         std::string name(e.size(), '\0');
         for (size_t i = 0; i < e.size(); i++) {
-            name[i] = lower(e[i]);
+            name[i] = ascii_lower(e[i]);
         }
         // insertion into the sorted, duplicate-free array
         size_t pos = 0;
@@ -333,7 +293,7 @@ void append_vary_part(std::string &key, std::string_view name, std::string_view 
 {
     key += kVarySep;
     for (char c : name) {
-        key += lower(c);
+        key += ascii_lower(c);
     }
     key += '=';
     bool first = true;

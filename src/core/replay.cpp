@@ -1,5 +1,6 @@
 // fly-edge pure core: the replay decision and the parsers it uses.
 #include "replay.hpp"
+#include "http_text.hpp"
 
 #include <cstring>
 
@@ -27,7 +28,7 @@ bool all_digits(std::string_view s)
         return false;
     }
     for (char c : s) {
-        if (c < '0' || c > '9') {
+        if (!is_digit(c)) {
             return false;
         }
     }
@@ -192,13 +193,7 @@ bool find_cookie(std::string_view header, std::string_view name,
         if (end == std::string_view::npos) {
             end = header.size();
         }
-        std::string_view pair = header.substr(pos, end - pos);
-        while (!pair.empty() && (pair.front() == ' ' || pair.front() == '\t')) {
-            pair.remove_prefix(1);
-        }
-        while (!pair.empty() && (pair.back() == ' ' || pair.back() == '\t')) {
-            pair.remove_suffix(1);
-        }
+        std::string_view pair = trim_ows(header.substr(pos, end - pos));
         size_t eq = pair.find('=');
         if (eq != std::string_view::npos && pair.substr(0, eq) == name) {
             std::string_view v = pair.substr(eq + 1);

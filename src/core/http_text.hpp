@@ -1,0 +1,63 @@
+// fly-edge pure core: the small pieces of HTTP syntax (RFC 9110 5.6) that
+// the parsers share.  No nginx header here.
+#pragma once
+
+#include <string_view>
+
+namespace fly::core {
+
+constexpr bool is_ows(char c) { return c == ' ' || c == '\t'; }
+
+constexpr bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+constexpr char ascii_lower(char c)
+{
+    return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+// tchar (RFC 9110 5.6.2)
+constexpr bool is_tchar(char ch)
+{
+    unsigned char c = static_cast<unsigned char>(ch);
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+        || (c >= '0' && c <= '9'))
+    {
+        return true;
+    }
+    switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*':
+    case '+': case '-': case '.': case '^': case '_': case '`': case '|':
+    case '~':
+        return true;
+    default:
+        return false;
+    }
+}
+
+// Case-insensitive ASCII comparison.
+constexpr bool iequals(std::string_view a, std::string_view b)
+{
+    if (a.size() != b.size()) {
+        return false;
+    }
+    for (size_t i = 0; i < a.size(); i++) {
+        if (ascii_lower(a[i]) != ascii_lower(b[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// Without leading and trailing optional white space.
+constexpr std::string_view trim_ows(std::string_view s)
+{
+    while (!s.empty() && is_ows(s.front())) {
+        s.remove_prefix(1);
+    }
+    while (!s.empty() && is_ows(s.back())) {
+        s.remove_suffix(1);
+    }
+    return s;
+}
+
+}  // namespace fly::core
