@@ -84,6 +84,8 @@ struct LocConf {
     size_t cache_max_size;
     time_t cache_min_ttl;
     time_t cache_max_ttl;
+    ngx_str_t cache_ttl_file;           // where min/max ttl were last set
+    ngx_uint_t cache_ttl_line;
     ngx_flag_t cache_ignore_set_cookie;
     ngx_str_t cache_status_header;      // empty = off
 };

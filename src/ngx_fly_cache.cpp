@@ -153,9 +153,9 @@ ngx_int_t send_hit(ngx_http_request_t *r, CacheCtx *cc, RequestCtx *ctx,
             r->headers_out.last_modified = h;
             r->headers_out.last_modified_time =
                 ngx_parse_http_time(h->value.data, h->value.len);
-        } else if (equals_ci(name, "Location")) {
-            r->headers_out.location = h;
         }
+        // Location stays a plain header, as on the MISS: setting
+        // headers_out.location would make nginx rewrite a relative one.
     }
 
     // RFC 9111 5.1: a response from a cache carries Age.
@@ -459,6 +459,20 @@ void response_facts(ngx_http_request_t *r, core::ResponseFacts &f,
         }
     });
 
+    // proxy_pass consumes the origin's Date and Connection headers.
+    if (r->upstream != nullptr) {
+        ngx_http_upstream_headers_in_t &u = r->upstream->headers_in;
+        if (!f.has_date && u.date != nullptr) {
+            f.has_date = core::parse_http_date(view(u.date->value), f.date);
+        }
+        if (u.connection != nullptr) {
+            if (!connection.empty()) {
+                connection.append(", ");
+            }
+            connection.append(view(u.connection->value));
+        }
+    }
+
     for (size_t i = 0, start = 0; i <= vary.size(); i++) {
         if (i == vary.size() || vary[i] == ',') {
             std::string_view item(vary.data() + start, i - start);
@@ -488,6 +502,19 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc)
         return;
     }
     if (r->headers_out.content_length_n > static_cast<off_t>(lcf->cache_max_size)) {
+        return;
+    }
+
+    // RFC 9111 5.2.1.5: no-store in the request forbids storing the
+    // response too.  (Request no-cache / max-age are not honoured: any
+    // client could send every request to the app.)
+    core::CacheControl request_cc;
+    for_each_header(r->headers_in.headers, [&](ngx_table_elt_t &h) {
+        if (equals_ci(view(h.key), "Cache-Control")) {
+            core::parse_cache_control(view(h.value), request_cc);
+        }
+    });
+    if (request_cc.no_store) {
         return;
     }
 

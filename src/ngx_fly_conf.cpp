@@ -48,8 +48,9 @@ bool expand_arg(ngx_conf_t *cf, ngx_uint_t i, ngx_str_t &out)
                               value[i].len),
                           env_lookup, expanded, err))
     {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\": %s in \"%V\"",
-                           &value[0], err.c_str(), &value[i]);
+        // not the value itself: it may hold a password
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\": %s",
+                           &value[0], err.c_str());
         return false;
     }
     return to_ngx(cf->pool, expanded, out);
@@ -369,9 +370,9 @@ char *set_status_header(ngx_conf_t *cf, ngx_command_t *cmd,
         lcf->cache_status_header.len = 0;
         return static_cast<char *>(NGX_CONF_OK);
     }
-    for (size_t i = 0; i < value[1].len; i++) {
-        u_char c = value[1].data[i];
-        if (!(isalnum(c) || c == '-' || c == '_')) {
+    for (size_t i = 0; i <= value[1].len; i++) {
+        u_char c = i < value[1].len ? value[1].data[i] : '-';
+        if (value[1].len == 0 || !(isalnum(c) || c == '-' || c == '_')) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "\"%V\": invalid header name \"%V\"",
                                &cmd->name, &value[1]);
@@ -380,6 +381,26 @@ char *set_status_header(ngx_conf_t *cf, ngx_command_t *cmd,
     }
     lcf->cache_status_header = value[1];
     return static_cast<char *>(NGX_CONF_OK);
+}
+
+// fly_cache_min_ttl TIME; fly_cache_max_ttl TIME; checked against each
+// other when both are set at the same level (and again when merging).
+char *set_ttl(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
+{
+    char *rv = ngx_conf_set_sec_slot(cf, cmd, conf);
+    auto *lcf = static_cast<LocConf *>(conf);
+    lcf->cache_ttl_file = cf->conf_file->file.name;
+    lcf->cache_ttl_line = cf->conf_file->line;
+    if (rv == NGX_CONF_OK && lcf->cache_min_ttl != NGX_CONF_UNSET
+        && lcf->cache_max_ttl != NGX_CONF_UNSET && lcf->cache_max_ttl
+        && lcf->cache_min_ttl > lcf->cache_max_ttl)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"fly_cache_min_ttl\" is greater than "
+                           "\"fly_cache_max_ttl\"");
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    return rv;
 }
 
 constexpr ngx_uint_t kHttpMain = NGX_HTTP_MAIN_CONF;
@@ -435,9 +456,9 @@ ngx_command_t commands[] = {
     {ngx_string("fly_cache_max_size"), kAnyLevel | NGX_CONF_TAKE1,
      ngx_conf_set_size_slot, FLY_LOC(cache_max_size), nullptr},
     {ngx_string("fly_cache_min_ttl"), kAnyLevel | NGX_CONF_TAKE1,
-     ngx_conf_set_sec_slot, FLY_LOC(cache_min_ttl), nullptr},
+     set_ttl, FLY_LOC(cache_min_ttl), nullptr},
     {ngx_string("fly_cache_max_ttl"), kAnyLevel | NGX_CONF_TAKE1,
-     ngx_conf_set_sec_slot, FLY_LOC(cache_max_ttl), nullptr},
+     set_ttl, FLY_LOC(cache_max_ttl), nullptr},
     {ngx_string("fly_cache_ignore_set_cookie"), kAnyLevel | NGX_CONF_FLAG,
      ngx_conf_set_flag_slot, FLY_LOC(cache_ignore_set_cookie), nullptr},
     {ngx_string("fly_cache_status_header"), kAnyLevel | NGX_CONF_TAKE1,
@@ -686,7 +707,6 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
     ngx_conf_merge_uint_value(conf->cache_methods, prev->cache_methods,
                               core::kGet | core::kHead);
-    conf->cache_methods |= core::kGet | core::kHead;
     if (conf->cache_valid == nullptr) {
         conf->cache_valid = prev->cache_valid;
     }
@@ -702,10 +722,16 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_str_value(conf->cache_status_header,
                              prev->cache_status_header, "");
 
+    if (conf->cache_ttl_line == 0) {
+        conf->cache_ttl_file = prev->cache_ttl_file;
+        conf->cache_ttl_line = prev->cache_ttl_line;
+    }
     if (conf->cache_max_ttl && conf->cache_min_ttl > conf->cache_max_ttl) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"fly_cache_min_ttl\" is greater than "
-                           "\"fly_cache_max_ttl\"");
+        // an inherited mix: name the last of the two directives
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"fly_cache_min_ttl\" is greater than "
+                      "\"fly_cache_max_ttl\" in %V:%ui",
+                      &conf->cache_ttl_file, conf->cache_ttl_line);
         return static_cast<char *>(NGX_CONF_ERROR);
     }
     return static_cast<char *>(NGX_CONF_OK);

@@ -32,7 +32,7 @@ if ($ORIGIN_PID == 0) {
     POSIX::_exit(0);
 }
 close $ORIGIN;
-END { if ($$ == $PARENT && $ORIGIN_PID) { kill 'TERM', $ORIGIN_PID; waitpid($ORIGIN_PID, 0) } }
+END { local $?; if ($$ == $PARENT && $ORIGIN_PID) { kill 'TERM', $ORIGIN_PID; waitpid($ORIGIN_PID, 0) } }
 
 sub unesc { my ($s) = @_; $s =~ tr/+/ /; $s =~ s/%([0-9A-Fa-f]{2})/chr hex $1/ge; $s }
 
