@@ -235,18 +235,33 @@ void on_get_reply(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
         return;
     }
 
-    if (reply->type != REDIS_REPLY_STRING) {
+    if (reply->type == REDIS_REPLY_ERROR
+        && std::string_view(reply->str, reply->len).substr(0, 9) != "WRONGTYPE")
+    {
+        // Redis refuses (NOAUTH, LOADING, OOM, ...): leave it alone.
         if (log_allowed(&log_slot_redis)) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "fly_cache: unexpected Redis reply to GET (type %d"
-                          "%s%*s)", reply->type,
-                          reply->type == REDIS_REPLY_ERROR ? ": " : "",
-                          reply->type == REDIS_REPLY_ERROR ? (int) reply->len
-                                                           : 0,
-                          reply->type == REDIS_REPLY_ERROR ? reply->str : "");
+                          "fly_cache: Redis answered GET with \"%*s\"",
+                          (int) reply->len, reply->str);
         }
         ctx->cache_status = CacheStatus::error;
         cc->want_store = false;
+        resume(r, cc);
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_STRING) {
+        // Not ours (another type under the key): a MISS whose fill
+        // replaces it, as for an unreadable entry.
+        if (log_allowed(&log_slot_entry)) {
+            bool err = reply->type == REDIS_REPLY_ERROR;
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "fly_cache: ignoring a value that is not a string "
+                          "under key \"%*s\" (%*s)", (int) cc->key.size(),
+                          cc->key.data(), err ? (int) reply->len : 10,
+                          err ? reply->str : "wrong type");
+        }
+        ctx->cache_status = CacheStatus::miss;
         resume(r, cc);
         return;
     }

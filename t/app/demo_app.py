@@ -206,6 +206,9 @@ RESERVED_PARAMS = {"size", "chunk", "ms", "status", "body", "echo"}
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # headers and body are separate writes: without this, Nagle plus the
+    # peer's delayed ACK hold every keepalive response back ~40 ms
+    disable_nagle_algorithm = True
     server_version = "demo-app/1"
 
     def version_string(self):

@@ -194,6 +194,7 @@ class Upstream:
         self.region = region
         try:
             self.sock = socket.create_connection((host, port), timeout=timeout)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except socket.timeout:
             raise Unreachable("timeout", "connecting to %s (%s:%d) timed out" % (region, host, port))
         except OSError as e:
@@ -326,6 +327,9 @@ class Upstream:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # headers and body are separate writes: without this, Nagle plus the
+    # peer's delayed ACK hold every keepalive response back ~40 ms
+    disable_nagle_algorithm = True
     server_version = "fly-emulator"
     timeout = 120
 
