@@ -154,6 +154,8 @@ char *init_main_conf(ngx_conf_t *cf, void *conf);
 void *create_loc_conf(ngx_conf_t *cf);
 char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child);
 
+void resolve_at_load(ngx_conf_t *cf, RedisConf &rc);
+
 // ngx_fly_variables.cpp
 ngx_int_t add_variables(ngx_conf_t *cf);
 

@@ -524,11 +524,16 @@ bool setup_redis(ngx_conf_t *cf, const ngx_str_t &tmpl,
            && to_ngx(cf->pool, parsed.password, rc.password);
 }
 
-// Without a `resolver`, host names are resolved once here, as nginx
-// does for proxy_pass; literals need nothing.
+}  // namespace
+
+// Without a `resolver`, host names are resolved once when the
+// configuration is loaded (in the master), as nginx does for proxy_pass;
+// literals need nothing.
 void resolve_at_load(ngx_conf_t *cf, RedisConf &rc)
 {
-    if (ngx_inet_addr(rc.host.data, rc.host.len) != INADDR_NONE) {
+    if (rc.host.len == 0
+        || ngx_inet_addr(rc.host.data, rc.host.len) != INADDR_NONE)
+    {
         return;
     }
     ngx_url_t u;
@@ -545,6 +550,8 @@ void resolve_at_load(ngx_conf_t *cf, RedisConf &rc)
     rc.addrs = u.addrs;
     rc.naddrs = u.naddrs;
 }
+
+namespace {
 
 }  // namespace
 
@@ -627,8 +634,6 @@ char *init_main_conf(ngx_conf_t *cf, void *conf)
         {
             return static_cast<char *>(NGX_CONF_ERROR);
         }
-        resolve_at_load(cf, mcf->redis);
-        resolve_at_load(cf, mcf->redis_primary);
     } catch (const std::exception &e) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0, "fly_edge: %s", e.what());
         return static_cast<char *>(NGX_CONF_ERROR);

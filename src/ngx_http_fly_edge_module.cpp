@@ -28,7 +28,13 @@ ngx_int_t postconfiguration(ngx_conf_t *cf) noexcept
         ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module));
     if (clcf->resolver != nullptr && clcf->resolver->connections.nelts > 0) {
         mcf->resolver = clcf->resolver;
-        mcf->resolver_timeout = clcf->resolver_timeout;
+        // nginx leaves the http level's resolver_timeout unset (it is
+        // only merged into servers and locations): use nginx's default.
+        mcf->resolver_timeout = clcf->resolver_timeout == NGX_CONF_UNSET_MSEC
+                                    ? 30000 : clcf->resolver_timeout;
+    } else {
+        resolve_at_load(cf, mcf->redis);
+        resolve_at_load(cf, mcf->redis_primary);
     }
     return NGX_OK;
 }
