@@ -85,8 +85,10 @@ sub nginx_t {
     my $pid = open(my $out, '-|') // die "fork: $!";
     if (!$pid) {
         open STDERR, '>&', \*STDOUT;
-        %ENV = (PATH => '/usr/sbin:/usr/bin:/sbin:/bin', %$env);
-        $ENV{LD_PRELOAD} = $ENV{FLY_EDGE_LD_PRELOAD} if $ENV{FLY_EDGE_LD_PRELOAD};
+        my $preload = $ENV{FLY_EDGE_LD_PRELOAD};
+        my %keep = map { exists $ENV{$_} ? ($_ => $ENV{$_}) : () } qw(ASAN_OPTIONS UBSAN_OPTIONS);
+        %ENV = (PATH => '/usr/sbin:/usr/bin:/sbin:/bin', %keep, %$env);
+        $ENV{LD_PRELOAD} = $preload if $preload;
         alarm 60;                     # survives exec: a hung nginx -t dies
         { exec { $cmd[0] } @cmd }
         print "exec $cmd[0]: $!\n";
