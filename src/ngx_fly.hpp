@@ -59,6 +59,7 @@ struct MainConf {
     ngx_msec_t resolver_timeout;
 
     RedisClient *redis_client;   // per worker, made in init_process
+    RedisClient *redis_primary_client;  // == redis_client when the same
 };
 
 struct ValidRules;

@@ -30,6 +30,8 @@ struct CacheCtx {
     RedisOp *op;                 // pending GET
     std::string key;             // Redis key of the base entry
     std::string variant_key;     // Redis key of the Vary variant, if any
+    std::string generation;      // token of the Vary marker seen or made
+    bool new_marker;             // the fill writes a new Vary marker
     char *reply;                 // stolen reply bytes behind a HIT
     bool waiting;                // parked on a GET
     bool decided;                // lookup finished; let the phases go on
@@ -197,6 +199,15 @@ ngx_int_t send_hit(ngx_http_request_t *r, CacheCtx *cc, RequestCtx *ctx,
 
 // ---- lookup -------------------------------------------------------------
 
+// Variant keys: the base key, the marker's generation, then the Vary
+// parts (the core adds those).  0x1f cannot occur in a base key.
+std::string variant_base(const CacheCtx *cc)
+{
+    std::string base(cc->key);
+    base.append("\x1fg").append(cc->generation);
+    return base;
+}
+
 void on_get(void *data, redisReply *reply) noexcept;
 
 bool send_get(ngx_http_request_t *r, CacheCtx *cc, const std::string &key)
@@ -289,8 +300,9 @@ void on_get_reply(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
             resume(r, cc);
             return;
         }
+        cc->generation.assign(e.body);
         bool ok = core::build_variant_key(
-            cc->key, e.headers[0].value,
+            variant_base(cc), e.headers[0].value,
             [&](std::string_view name) { return request_header(r, name); },
             cc->variant_key);
         if (!ok) {
@@ -555,14 +567,24 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc)
     }
 
     if (!vary.empty()) {
+        // Variants stored under the marker the lookup saw keep its
+        // generation; otherwise a new marker starts a new generation.
+        cc->new_marker = cc->generation.empty();
+        if (cc->new_marker) {
+            char g[24];
+            cc->generation.assign(g, snprintf(g, sizeof(g), "%lx%x",
+                                              static_cast<unsigned long>(ngx_random()),
+                                              static_cast<unsigned>(ngx_pid)));
+        }
+        std::string base = variant_base(cc);
         if (!core::build_variant_key(
-                cc->key, vary,
+                base, vary,
                 [&](std::string_view name) { return request_header(r, name); },
                 cc->variant_key))
         {
             return;
         }
-        if (cc->variant_key != cc->key) {   // "Vary: ," names nothing
+        if (cc->variant_key != base) {   // "Vary: ," names nothing
             cc->vary = vary;
         }
     }
@@ -630,8 +652,64 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc)
     cc->capturing = true;
 }
 
+// RFC 9111 4.4: a successful unsafe request invalidates the stored
+// response for its target.  The delete goes to the primary region's
+// Redis, whose replication carries it to every region (removing fills
+// that replicas made locally too); here also when this region's Redis is
+// another.  Deleting the base key drops a Vary marker: the next marker
+// has a new generation, so no variant stored before is reached again.
+void invalidate(ngx_http_request_t *r, LocConf *lcf)
+{
+    MainConf *mcf = main_conf(r);
+    ngx_str_t configured;
+    std::string key;
+    if (mcf->redis_primary_client == nullptr
+        || ngx_http_complex_value(r, lcf->cache_key, &configured) != NGX_OK
+        || !core::build_key(view(configured), key))
+    {
+        return;
+    }
+    // A plain DEL of a key the primary does not hold is not replicated,
+    // and replicas may hold region-local fills of it: SET then DEL is
+    // (Redis replicates a script's effects), so every replica drops it.
+    static const char script[] =
+        "redis.call('SET', KEYS[1], '') return redis.call('DEL', KEYS[1])";
+    const char *argv[4] = {"EVAL", script, "1", key.data()};
+    size_t argvlen[4] = {4, sizeof(script) - 1, 1, key.size()};
+    bool sent = mcf->redis_primary_client->command(4, argv, argvlen, nullptr,
+                                                   nullptr) != nullptr;
+    if (mcf->redis_client != mcf->redis_primary_client) {
+        const char *del[2] = {"DEL", key.data()};
+        size_t dellen[2] = {3, key.size()};
+        mcf->redis_client->command(2, del, dellen, nullptr, nullptr);
+    }
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: invalidate \"%s\"%s", key.c_str(),
+                   sent ? "" : " (primary Redis unavailable)");
+}
+
+constexpr ngx_uint_t kUnsafeMethods =
+    NGX_HTTP_POST | NGX_HTTP_PUT | NGX_HTTP_DELETE | NGX_HTTP_PATCH
+    | NGX_HTTP_MKCOL | NGX_HTTP_COPY | NGX_HTTP_MOVE | NGX_HTTP_PROPPATCH
+    | NGX_HTTP_LOCK | NGX_HTTP_UNLOCK;
+
 ngx_int_t header_filter(ngx_http_request_t *r) noexcept
 {
+    if (r == r->main && (r->method & kUnsafeMethods)
+        && r->headers_out.status >= 200 && r->headers_out.status < 400)
+    {
+        LocConf *lcf = loc_conf(r);
+        if (lcf->cache) {
+            try {
+                invalidate(r, lcf);
+            } catch (const std::exception &e) {
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                              "fly_cache: %s; not invalidated", e.what());
+            }
+        }
+        return next_header_filter(r);
+    }
+
     RequestCtx *ctx = r == r->main ? get_ctx(r) : nullptr;
     CacheCtx *cc = ctx ? ctx->cache : nullptr;
     if (cc == nullptr || ctx->cache_status == CacheStatus::hit) {
@@ -707,8 +785,11 @@ void finish_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc)
         meta.ttl = static_cast<uint32_t>(cc->ttl);
         core::EntryHeader h = {"Vary", cc->vary};
         std::string marker;
-        if (core::begin_entry(meta, &h, 1, marker)) {
+        if (!cc->new_marker) {
+            send_set(r, cc->variant_key, cc->entry, cc->ttl);
+        } else if (core::begin_entry(meta, &h, 1, marker)) {
             size_t plen = marker.size();
+            marker.append(cc->generation);
             core::finish_entry(marker, plen);
             send_set(r, cc->key, marker, cc->ttl);
             send_set(r, cc->variant_key, cc->entry, cc->ttl);

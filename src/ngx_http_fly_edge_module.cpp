@@ -50,6 +50,13 @@ ngx_http_module_t module_ctx = {
     merge_loc_conf,
 };
 
+bool same_endpoint(const RedisConf &a, const RedisConf &b)
+{
+    return a.port == b.port && a.db == b.db && view(a.host) == view(b.host)
+           && view(a.user) == view(b.user)
+           && view(a.password) == view(b.password);
+}
+
 ngx_int_t init_process(ngx_cycle_t *cycle) noexcept
 {
     auto *mcf = static_cast<MainConf *>(
@@ -63,9 +70,17 @@ ngx_int_t init_process(ngx_cycle_t *cycle) noexcept
         mcf->redis_client = new RedisClient(
             mcf->redis, mcf->redis_connect_timeout, mcf->redis_timeout,
             mcf->resolver, mcf->resolver_timeout, cycle->log);
+        mcf->redis_primary_client = mcf->redis_client;
+        if (!same_endpoint(mcf->redis, mcf->redis_primary)) {
+            mcf->redis_primary_client = new RedisClient(
+                mcf->redis_primary, mcf->redis_connect_timeout,
+                mcf->redis_timeout, mcf->resolver, mcf->resolver_timeout,
+                cycle->log);
+        }
     } catch (const std::exception &e) {
         ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
-                      "fly_edge: cannot create the Redis client: %s", e.what());
+                      "fly_edge: cannot create the Redis clients: %s",
+                      e.what());
         return NGX_ERROR;
     }
     return NGX_OK;
@@ -75,10 +90,15 @@ void exit_process(ngx_cycle_t *cycle) noexcept
 {
     auto *mcf = static_cast<MainConf *>(
         ngx_http_cycle_get_module_main_conf(cycle, ngx_http_fly_edge_module));
-    if (mcf != nullptr && mcf->redis_client != nullptr) {
-        delete mcf->redis_client;
-        mcf->redis_client = nullptr;
+    if (mcf == nullptr) {
+        return;
     }
+    if (mcf->redis_primary_client != mcf->redis_client) {
+        delete mcf->redis_primary_client;
+    }
+    delete mcf->redis_client;
+    mcf->redis_client = nullptr;
+    mcf->redis_primary_client = nullptr;
 }
 
 // Internal redirects (error_page, named locations) wipe r->ctx; the

@@ -93,11 +93,24 @@ bool valid_meta(const EntryMeta &m)
     return (m.flags & kEntryVaryMarker) != 0 || (m.status >= 100 && m.status <= 599);
 }
 
-// A vary marker holds exactly one Vary header that names something (its body, which
-// must be empty, is checked by the reader).
+// A vary marker holds exactly one Vary header that names something (its body, the
+// generation token, is checked by the reader).
 bool valid_marker_headers(const EntryHeader *headers, size_t n)
 {
     return n == 1 && is_vary(headers[0].name) && has_tchar(headers[0].value);
+}
+
+bool valid_generation(std::string_view g)
+{
+    if (g.empty() || g.size() > kMaxGenerationLen) {
+        return false;
+    }
+    for (char c : g) {
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z'))) {
+            return false;
+        }
+    }
+    return true;
 }
 
 // ---- writing ----
@@ -312,7 +325,7 @@ DecodeError decode_entry(std::string_view data, EntryView &out)
     r.bytes(blen, out.body);
 
     if ((out.meta.flags & kEntryVaryMarker) != 0 &&
-        (!valid_marker_headers(out.headers, out.nheaders) || !out.body.empty())) {
+        (!valid_marker_headers(out.headers, out.nheaders) || !valid_generation(out.body))) {
         return DecodeError::bad_header;
     }
     return DecodeError::none;

@@ -18,8 +18,11 @@
 //   body     blen bytes, up to the end of the value exactly
 //
 // A vary marker is stored at the base key when the response has Vary:
-// its only header is "Vary: <names>", its body is empty, and the
-// responses themselves are stored under the variant keys.
+// its only header is "Vary: <names>", its body is the generation token
+// (1..kMaxGenerationLen of [0-9a-z]) that the variant keys include, and
+// the responses themselves are stored under the variant keys.  A new
+// marker after an invalidation has a new token, so the variants stored
+// before it can no longer be reached.
 #pragma once
 
 #include <cstddef>
@@ -33,6 +36,7 @@ constexpr uint8_t kEntryVersion = 1;
 constexpr uint8_t kEntryVaryMarker = 0x01;
 constexpr size_t kEntryMaxHeaders = 100;
 constexpr size_t kEntryMaxHeaderBytes = 64 * 1024;   // names + values
+constexpr size_t kMaxGenerationLen = 64;             // vary marker body
 
 struct EntryHeader {
     std::string_view name;
@@ -84,7 +88,7 @@ enum class DecodeError : uint8_t {
 // Validates everything (magic, version, every length, header syntax,
 // checksum, body length equal to what is left), plus the rules of
 // begin_entry() above: unknown flag bits are bad_version; a bad status,
-// `stored` or vary marker (which must also have an empty body) is
+// `stored` or vary marker (whose body must be a generation token) is
 // bad_header.  The checksum covers the header section only: the body is
 // bounded by its exact length.  On failure returns the reason and leaves
 // `out` unspecified.  Never allocates, never reads outside `data`.

@@ -300,10 +300,11 @@ void test_round_trip_vary_marker(void **)
 {
     EntryMeta m = meta();
     m.flags = kEntryVaryMarker;
-    round_trip(m, {{"Vary", "Accept-Encoding, Accept-Language"}}, "");
-    round_trip(m, {{"vary", "accept"}}, "");
+    // a marker's body is its generation token
+    round_trip(m, {{"Vary", "Accept-Encoding, Accept-Language"}}, "0f3a9c");
+    round_trip(m, {{"vary", "accept"}}, "z");
     m.status = 0;                      // a marker's status is not sent: any
-    round_trip(m, {{"VARY", "x"}}, "");
+    round_trip(m, {{"VARY", "x"}}, std::string(kMaxGenerationLen, 'a'));
 
     std::string out;
     Headers two = {{"Vary", "a"}, {"X", "b"}};
@@ -317,14 +318,19 @@ void test_round_trip_vary_marker(void **)
     Headers commas = {{"Vary", " , ,"}};
     assert_false(begin_entry(m, commas.data(), 1, out));
 
-    // a marker with a body is refused by the reader
+    // a marker whose body is not a generation token is refused by the reader
     Raw r;
     r.flags = kEntryVaryMarker;
     r.headers = {{"Vary", "a"}};
+    r.body = "1a2b";
     assert_int_equal(decode(r.bytes()), DecodeError::none);
-    r.body = "x";
+    for (const char *bad : {"", "A", "x y", "-", "\x01"}) {
+        r.body = bad;
+        expect_error(r.bytes(), DecodeError::bad_header);
+    }
+    r.body = std::string(kMaxGenerationLen + 1, 'a');
     expect_error(r.bytes(), DecodeError::bad_header);
-    r.body.clear();
+    r.body = "1a2b";
     r.headers = {{"Vary", "a"}, {"X", "b"}};
     expect_error(r.bytes(), DecodeError::bad_header);
     r.headers = {{"X-Vary", "a"}};
@@ -713,7 +719,7 @@ void test_fuzz_mutations(void **)
         text_entry(),
         make_entry(meta(), {}, ""),
         make_entry(meta(), {{"Content-Encoding", "gzip"}, {"X", "\x80"}}, body),
-        make_entry(marker, {{"Vary", "Accept-Encoding"}}, ""),
+        make_entry(marker, {{"Vary", "Accept-Encoding"}}, "5e1f"),
     };
     Rng rng{42};
     size_t accepted = 0;

@@ -1,0 +1,105 @@
+# A successful write invalidates the cached response for its URI in every
+# region: the DEL goes to the primary Redis and replication carries it.
+use FlyEdge::Test;
+
+our $HTTP = <<'EOF';
+fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+fly_redis_primary "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT_SCL}/0";
+fly_replay on;
+EOF
+
+our $CACHE = <<'EOF';
+location / {
+    fly_cache on;
+    fly_cache_status_header X-Cache;
+    proxy_set_header Host $host;
+    proxy_pass http://app;
+}
+EOF
+
+sub cache_of {
+    my ($path, $r, %o) = @_;
+    my $res = send_request(path => $path, region => $r, direct => 1, headers => { Host => 'inv.test', %{ $o{headers} // {} } });
+    return $res->{headers}{'x-cache'} // '';
+}
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: a write in the primary region invalidates the URI there and in every region
+--- http_config eval: $main::HTTP
+--- config eval: $main::CACHE
+--- test
+my $p = '/hdr?t=1&Cache-Control=max-age%3D300';
+for my $r (qw(scl ord atl)) {
+    main::cache_of($p, $r);
+    is(main::cache_of($p, $r), 'HIT', "cached in $r");
+}
+my $w = send_request(method => 'POST', path => $p, region => 'scl', direct => 1, body => 'x',
+                     headers => { Host => 'inv.test' });
+is($w->{status}, 200, 'the write succeeds in scl');
+# check atl and ord first: scl's refill would replicate to them
+for my $r (qw(atl ord scl)) {
+    ok($t->wait_until(sub { main::cache_of($p, $r) eq 'MISS' }, 5), "$r misses after the write");
+}
+is(main::cache_of($p, 'scl'), 'HIT', 'scl fills again');
+
+
+=== TEST 2: a write sent to atl is replayed to scl and invalidates atl's local fill
+--- http_config eval: $main::HTTP
+--- config eval: $main::CACHE
+--- test
+my $p = '/hdr?t=2&Cache-Control=max-age%3D300';
+main::cache_of($p, 'atl');
+is(main::cache_of($p, 'atl'), 'HIT', 'cached in atl (a region-local fill)');
+my $key = (grep { /t=2/ } $t->redis_cli('atl', 'KEYS', 'fly:*'))[0];
+ok($key && !($t->redis_cli('scl', 'EXISTS', $key))[0], 'the entry is in atl only');
+my $w = send_request(method => 'PUT', path => $p, region => 'atl', body => 'x', headers => { Host => 'inv.test' });
+is($w->{status}, 200, 'the write succeeds');
+is($w->{headers}{'fly-emulator-route'}, 'atl>scl', 'it was replayed to scl');
+ok($t->wait_until(sub { !($t->redis_cli('atl', 'EXISTS', $key))[0] }, 5), "the DEL replicated to atl's Redis");
+is(main::cache_of($p, 'atl'), 'MISS', 'atl misses');
+
+
+=== TEST 3: failed writes and reads invalidate nothing
+--- http_config eval: $main::HTTP
+--- config eval: $main::CACHE
+--- test
+my $p = '/hdr?t=3&Cache-Control=max-age%3D300';
+main::cache_of($p, 'scl');
+my $fail = send_request(method => 'POST', path => '/hdr?t=3&Cache-Control=max-age%3D300&status=500',
+                        region => 'scl', direct => 1, body => 'x', headers => { Host => 'inv.test' });
+is($fail->{status}, 500, 'a failed write to another URI');
+my $fail2 = send_request(method => 'DELETE', path => "/nonexistent-route-404", region => 'scl', direct => 1,
+                         headers => { Host => 'inv.test' });
+is(main::cache_of($p, 'scl'), 'HIT', 'the entry stays');
+send_request(method => 'GET', path => $p, region => 'scl', direct => 1, headers => { Host => 'other.test' });
+is(main::cache_of($p, 'scl'), 'HIT', 'other hosts do not touch it');
+
+
+=== TEST 4: every Vary variant is invalidated
+--- http_config eval: $main::HTTP
+--- config eval: $main::CACHE
+--- test
+my $p = '/hdr?t=4&Cache-Control=max-age%3D300&Vary=Accept-Language&echo=Accept-Language';
+for my $l (qw(en fr)) {
+    main::cache_of($p, 'scl', headers => { 'Accept-Language' => $l });
+    is(main::cache_of($p, 'scl', headers => { 'Accept-Language' => $l }), 'HIT', "$l variant cached");
+}
+send_request(method => 'PATCH', path => $p, region => 'scl', direct => 1, body => 'x', headers => { Host => 'inv.test' });
+for my $l (qw(en fr)) {
+    ok($t->wait_until(sub { main::cache_of($p, 'scl', headers => { 'Accept-Language' => $l }) eq 'MISS' }, 5),
+       "$l variant misses after the write");
+}
+
+
+=== TEST 5: with the primary Redis down, the write still succeeds
+--- http_config eval: $main::HTTP
+--- config eval: $main::CACHE
+--- test
+my $p = '/hdr?t=5&Cache-Control=max-age%3D300';
+$t->stop_redis('scl');
+my $w = send_request(method => 'POST', path => $p, region => 'scl', direct => 1, body => 'x', headers => { Host => 'inv.test' });
+is($w->{status}, 200, 'the write is answered by the app');
+is($w->{headers}{'x-app-region'}, 'scl', 'in scl');
