@@ -95,6 +95,15 @@ enum class CacheStatus : uint8_t {
     none, hit, miss, bypass, expired, error, stale, updating,
 };
 
+// $fly_cache_status and the fly_cache_status_header value.
+inline std::string_view cache_status_name(CacheStatus s)
+{
+    static constexpr std::string_view names[] = {
+        "", "HIT", "MISS", "BYPASS", "EXPIRED", "ERROR", "STALE", "UPDATING",
+    };
+    return names[static_cast<size_t>(s)];
+}
+
 struct CacheCtx;
 
 // Per-request state, found again after internal redirects (see

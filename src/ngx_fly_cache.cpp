@@ -14,13 +14,13 @@
 #include "ngx_fly.hpp"
 #include "ngx_fly_redis.hpp"
 #include "core/cache_entry.hpp"
+#include "core/http_text.hpp"
 
 extern "C" {
 #include <hiredis/hiredis.h>
 }
 
 #include <exception>
-#include <memory>
 #include <string>
 
 namespace fly {
@@ -34,7 +34,6 @@ struct CacheCtx {
     bool new_marker;             // the fill writes a new Vary marker
     char *reply;                 // stolen reply bytes behind a HIT
     bool waiting;                // parked on a GET
-    bool decided;                // lookup finished; let the phases go on
     bool lookup_variant;         // the GET in flight is for the variant
     bool want_store;             // a fill may happen if the response allows
     bool capturing;              // body filter is copying the body
@@ -52,20 +51,13 @@ ngx_http_output_body_filter_pt next_body_filter;
 time_t log_slot_redis;           // rate limits for log lines
 time_t log_slot_entry;
 
-bool equals_ci(std::string_view a, std::string_view b)
-{
-    return a.size() == b.size()
-           && ngx_strncasecmp((u_char *) a.data(), (u_char *) b.data(),
-                              a.size()) == 0;
-}
-
 // The request's value of header `name` (lower case), lines joined
 // with ", ", as Vary compares them.
 std::string request_header(ngx_http_request_t *r, std::string_view name)
 {
     std::string v;
     for_each_header(r->headers_in.headers, [&](ngx_table_elt_t &h) {
-        if (equals_ci(view(h.key), name)) {
+        if (core::iequals(view(h.key), name)) {
             if (!v.empty()) {
                 v.append(", ");
             }
@@ -103,21 +95,16 @@ CacheCtx *create_cache_ctx(ngx_http_request_t *r, RequestCtx *ctx)
 
 bool add_status_header(ngx_http_request_t *r, LocConf *lcf, CacheStatus s)
 {
-    if (lcf->cache_status_header.len == 0) {
-        return true;
-    }
-    static const std::string_view names[] = {
-        "", "HIT", "MISS", "BYPASS", "EXPIRED", "ERROR", "STALE", "UPDATING",
-    };
-    return push_header(r, view(lcf->cache_status_header),
-                       names[static_cast<int>(s)]) != nullptr;
+    return lcf->cache_status_header.len == 0
+           || push_header(r, view(lcf->cache_status_header),
+                          cache_status_name(s)) != nullptr;
 }
 
 // ---- HIT ------------------------------------------------------------------
 
 // Sends a stored response.  The body points into cc->reply, which the
 // request's pool cleanup frees after the response is gone.
-ngx_int_t send_hit(ngx_http_request_t *r, CacheCtx *cc, RequestCtx *ctx,
+ngx_int_t send_hit(ngx_http_request_t *r, RequestCtx *ctx,
                    const core::EntryView &e)
 {
     LocConf *lcf = loc_conf(r);
@@ -133,13 +120,13 @@ ngx_int_t send_hit(ngx_http_request_t *r, CacheCtx *cc, RequestCtx *ctx,
     for (size_t i = 0; i < e.nheaders; i++) {
         std::string_view name = e.headers[i].name;
         std::string_view value = e.headers[i].value;
-        if (equals_ci(name, "Content-Type")) {
+        if (core::iequals(name, "Content-Type")) {
             r->headers_out.content_type.len = value.size();
             r->headers_out.content_type.data = (u_char *) value.data();
             r->headers_out.content_type_len = value.size();
             continue;
         }
-        if (equals_ci(name, "Content-Length")) {
+        if (core::iequals(name, "Content-Length")) {
             continue;
         }
         ngx_table_elt_t *h = push_header(r, name, value);
@@ -147,11 +134,11 @@ ngx_int_t send_hit(ngx_http_request_t *r, CacheCtx *cc, RequestCtx *ctx,
             return NGX_ERROR;
         }
         // nginx's own filters (gzip, not_modified, header) look at these.
-        if (equals_ci(name, "Content-Encoding")) {
+        if (core::iequals(name, "Content-Encoding")) {
             r->headers_out.content_encoding = h;
-        } else if (equals_ci(name, "ETag")) {
+        } else if (core::iequals(name, "ETag")) {
             r->headers_out.etag = h;
-        } else if (equals_ci(name, "Last-Modified")) {
+        } else if (core::iequals(name, "Last-Modified")) {
             r->headers_out.last_modified = h;
             r->headers_out.last_modified_time =
                 ngx_parse_http_time(h->value.data, h->value.len);
@@ -193,7 +180,6 @@ ngx_int_t send_hit(ngx_http_request_t *r, CacheCtx *cc, RequestCtx *ctx,
     b->last_buf = 1;
     b->last_in_chain = 1;
     ngx_chain_t out = {b, nullptr};
-    (void) cc;
     return ngx_http_output_filter(r, &out);
 }
 
@@ -223,7 +209,6 @@ bool send_get(ngx_http_request_t *r, CacheCtx *cc, const std::string &key)
 void resume(ngx_http_request_t *r, CacheCtx *cc)
 {
     cc->waiting = false;
-    cc->decided = true;
     r->main->count--;
     r->write_event_handler = ngx_http_core_run_phases;
     ngx_http_core_run_phases(r);
@@ -333,7 +318,6 @@ void on_get_reply(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
     reply->str = nullptr;
     reply->len = 0;
     cc->waiting = false;
-    cc->decided = true;
     cc->want_store = false;
     r->main->count--;
     r->write_event_handler = ngx_http_request_empty_handler;
@@ -342,7 +326,7 @@ void on_get_reply(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
                    "fly cache: HIT status %ui, %uz body bytes",
                    (ngx_uint_t) e.meta.status, e.body.size());
 
-    ngx_http_finalize_request(r, send_hit(r, cc, ctx, e));
+    ngx_http_finalize_request(r, send_hit(r, ctx, e));
 }
 
 void on_get(void *data, redisReply *reply) noexcept
@@ -372,7 +356,6 @@ ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
     if (cc == nullptr) {
         return NGX_DECLINED;
     }
-    cc->decided = true;  // until a GET is really in flight
 
     ngx_str_t key;
     if (ngx_http_complex_value(r, lcf->cache_key, &key) != NGX_OK) {
@@ -399,7 +382,6 @@ ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
     }
 
     cc->want_store = true;
-    cc->decided = false;
     cc->waiting = true;
     r->main->count++;
     // Wake-ups of the client connection must not re-enter the phases.
@@ -461,24 +443,24 @@ void response_facts(ngx_http_request_t *r, core::ResponseFacts &f,
     for_each_header(r->headers_out.headers, [&](ngx_table_elt_t &h) {
         std::string_view k = view(h.key);
         std::string_view v = view(h.value);
-        if (equals_ci(k, "Cache-Control")) {
+        if (core::iequals(k, "Cache-Control")) {
             core::parse_cache_control(v, f.cc);
-        } else if (equals_ci(k, "Expires")) {
+        } else if (core::iequals(k, "Expires")) {
             f.has_expires = true;
             f.expires_valid = core::parse_http_date(v, f.expires);
-        } else if (equals_ci(k, "Date")) {
+        } else if (core::iequals(k, "Date")) {
             f.has_date = core::parse_http_date(v, f.date);
-        } else if (equals_ci(k, "Age")) {
+        } else if (core::iequals(k, "Age")) {
             ngx_int_t a = ngx_atoi(h.value.data, h.value.len);
             f.age = a > 0 ? a : 0;
-        } else if (equals_ci(k, "Set-Cookie")) {
+        } else if (core::iequals(k, "Set-Cookie")) {
             f.has_set_cookie = true;
-        } else if (equals_ci(k, "Vary")) {
+        } else if (core::iequals(k, "Vary")) {
             if (!vary.empty()) {
                 vary.append(", ");
             }
             vary.append(v);
-        } else if (equals_ci(k, "Connection")) {
+        } else if (core::iequals(k, "Connection")) {
             if (!connection.empty()) {
                 connection.append(", ");
             }
@@ -537,7 +519,7 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc)
     // client could send every request to the app.)
     core::CacheControl request_cc;
     for_each_header(r->headers_in.headers, [&](ngx_table_elt_t &h) {
-        if (equals_ci(view(h.key), "Cache-Control")) {
+        if (core::iequals(view(h.key), "Cache-Control")) {
             core::parse_cache_control(view(h.value), request_cc);
         }
     });
@@ -614,12 +596,12 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc)
     }
     for_each_header(r->headers_out.headers, [&](ngx_table_elt_t &h) {
         std::string_view k = view(h.key);
-        if (core::is_hop_by_hop(k, connection) || equals_ci(k, "Content-Length")
-            || equals_ci(k, "Age") || equals_ci(k, "Date")
-            || equals_ci(k, "Server")
-            || (equals_ci(k, "Set-Cookie") && policy.ignore_set_cookie)
+        if (core::is_hop_by_hop(k, connection) || core::iequals(k, "Content-Length")
+            || core::iequals(k, "Age") || core::iequals(k, "Date")
+            || core::iequals(k, "Server")
+            || (core::iequals(k, "Set-Cookie") && policy.ignore_set_cookie)
             || (lcf->cache_status_header.len
-                && equals_ci(k, view(lcf->cache_status_header))))
+                && core::iequals(k, view(lcf->cache_status_header))))
         {
             return;
         }
@@ -758,7 +740,7 @@ void send_set(ngx_http_request_t *r, const std::string &key,
 }
 
 // The body is complete: write the entry (and the Vary marker).
-void finish_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc)
+void finish_store(ngx_http_request_t *r, CacheCtx *cc)
 {
     size_t body = cc->entry.size() - cc->prefix_len;
     if ((r->headers_out.content_length_n >= 0
@@ -799,7 +781,6 @@ void finish_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc)
                    "fly cache: stored %uz bytes for %L s%s", cc->entry.size(),
                    static_cast<int64_t>(cc->ttl),
                    cc->vary.empty() ? "" : " (vary)");
-    (void) lcf;
     stop_capture(cc);
 }
 
@@ -849,7 +830,7 @@ ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in) noexcept
                 break;
             }
             if (cl->buf->last_buf) {
-                finish_store(r, lcf, cc);
+                finish_store(r, cc);
                 break;
             }
         }

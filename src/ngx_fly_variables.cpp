@@ -16,26 +16,10 @@ void set_value(ngx_http_variable_value_t *v, const u_char *data, size_t len)
     v->data = const_cast<u_char *>(data);
 }
 
-ngx_str_t cache_status_name(CacheStatus s)
-{
-    switch (s) {
-    case CacheStatus::hit: return ngx_string("HIT");
-    case CacheStatus::miss: return ngx_string("MISS");
-    case CacheStatus::bypass: return ngx_string("BYPASS");
-    case CacheStatus::expired: return ngx_string("EXPIRED");
-    case CacheStatus::error: return ngx_string("ERROR");
-    case CacheStatus::stale: return ngx_string("STALE");
-    case CacheStatus::updating: return ngx_string("UPDATING");
-    case CacheStatus::none: break;
-    }
-    return ngx_null_string;
-}
-
 ngx_int_t get_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
                        uintptr_t id) noexcept
 {
-    auto *mcf = static_cast<MainConf *>(
-        ngx_http_get_module_main_conf(r, ngx_http_fly_edge_module));
+    MainConf *mcf = main_conf(r);
 
     switch (id) {
     case kRegion:
@@ -53,12 +37,12 @@ ngx_int_t get_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 
     // Per-request values may change while the request runs.
     RequestCtx *ctx = get_ctx(r);
-    ngx_str_t s = ngx_null_string;
+    std::string_view s;
     if (ctx != nullptr) {
-        s = id == kReplay ? ctx->replay_state
+        s = id == kReplay ? view(ctx->replay_state)
                           : cache_status_name(ctx->cache_status);
     }
-    set_value(v, s.data, s.len);
+    set_value(v, reinterpret_cast<const u_char *>(s.data()), s.size());
     v->no_cacheable = 1;
     return NGX_OK;
 }
