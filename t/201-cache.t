@@ -185,9 +185,12 @@ main::miss_then_hit($p);
 my $post = send_request(method => 'POST', path => $p, region => 'scl', direct => 1, body => 'x');
 is($post->{status}, 200, 'POST answered');
 ok(!defined $post->{headers}{'x-cache'}, 'POST does not use the cache');
-my $hit = send_request(path => $p, region => 'scl', direct => 1);
 cmp_ok($post->{headers}{'x-origin-count'}, '>', 0, 'POST reached the app');
-is($hit->{headers}{'x-cache'}, 'HIT', 'the GET entry is still there');
+my $after = send_request(path => $p, region => 'scl', direct => 1);
+is($after->{headers}{'x-cache'}, 'MISS', 'the successful POST invalidated the GET entry (t/206)');
+my $opt = send_request(method => 'OPTIONS', path => $p, region => 'scl', direct => 1);
+ok(!defined $opt->{headers}{'x-cache'}, 'OPTIONS does not use the cache');
+is(send_request(path => $p, region => 'scl', direct => 1)->{headers}{'x-cache'}, 'HIT', 'and OPTIONS invalidates nothing');
 
 
 === TEST 9: a fill in atl stays in atl; a fill in scl reaches every region
