@@ -49,12 +49,14 @@ deps:
 	fi
 
 # nginx's configure writes into the tree it runs in, so it runs in a copy.
+# A release tarball has ./configure, a git checkout auto/configure.
 $(NGX_BUILD)/.configured: config config.make
 	rm -rf $(NGX_BUILD) && mkdir -p $(BUILD) && cp -r $(NGINX_SRC) $(NGX_BUILD)
 	cd $(NGX_BUILD) && \
 	    NGX_CONF_FLAGS=(--with-compat); \
 	    if [ -f conf_flags ]; then source ./conf_flags; fi; \
-	    FLY_EDGE_CXXFLAGS="$(FLY_EDGE_CXXFLAGS)" ./configure "$${NGX_CONF_FLAGS[@]}" \
+	    cfg=./configure; [ -x $$cfg ] || cfg=auto/configure; \
+	    FLY_EDGE_CXXFLAGS="$(FLY_EDGE_CXXFLAGS)" $$cfg "$${NGX_CONF_FLAGS[@]}" \
 	        --with-cc-opt="$(NGX_CC_OPT)" --with-ld-opt="$(NGX_LD_OPT)" \
 	        --add-dynamic-module=$(CURDIR) > $(BUILD)/configure.log 2>&1 \
 	    || { tail -30 $(BUILD)/configure.log; exit 1; }

@@ -658,16 +658,19 @@ void invalidate(ngx_http_request_t *r, LocConf *lcf)
         "redis.call('SET', KEYS[1], '') return redis.call('DEL', KEYS[1])";
     const char *argv[4] = {"EVAL", script, "1", key.data()};
     size_t argvlen[4] = {4, sizeof(script) - 1, 1, key.size()};
-    bool sent = mcf->redis_primary_client->command(4, argv, argvlen, nullptr,
-                                                   nullptr) != nullptr;
+    if (mcf->redis_primary_client->command(4, argv, argvlen, nullptr, nullptr)
+        == nullptr)
+    {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "fly cache: primary Redis unavailable, not invalidated");
+    }
     if (mcf->redis_client != mcf->redis_primary_client) {
         const char *del[2] = {"DEL", key.data()};
         size_t dellen[2] = {3, key.size()};
         mcf->redis_client->command(2, del, dellen, nullptr, nullptr);
     }
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "fly cache: invalidate \"%s\"%s", key.c_str(),
-                   sent ? "" : " (primary Redis unavailable)");
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: invalidate \"%s\"", key.c_str());
 }
 
 constexpr ngx_uint_t kUnsafeMethods =
