@@ -6,30 +6,46 @@
 //   the write event added and removed as hiredis asks when level-triggered;
 //   hiredis owns and closes the fd, so the cleanup hook only frees the
 //   nginx connection;
-// - reads are ours: recv() into a 64 KiB buffer until the socket is
-//   drained, redisReaderFeed(), redisProcessCallbacks();
-// - writes are batched: when hiredis asks for the write event and the
-//   socket is writable, a flush event is posted to ngx_posted_events, so
-//   every command issued during one event-loop iteration goes out in one
-//   write() once the iteration's handlers have run;
+// - writes are batched: commands are formatted straight into hiredis's
+//   output buffer; when the socket is writable a flush event is posted to
+//   ngx_posted_events, so every command issued during one event-loop
+//   iteration goes out in one write() (redisAsyncHandleWrite) once the
+//   iteration's handlers have run;
+// - reads and replies are ours (hiredis's reader and callback list are not
+//   used): recv() into our buffer until the socket is drained, parse RESP in
+//   place and hand each reply to the oldest op of our FIFO.  A top-level
+//   bulk string (GET) that is not complete in the buffer is received in
+//   place: its body goes straight from the socket into the malloc'd block
+//   that becomes reply->str (readv() into the body and, behind it, a little
+//   of our buffer for the replies that follow), so a large HIT costs no
+//   user-space copy at all; smaller replies cost one copy (buffer ->
+//   reply->str) and the buffer is never shifted except for a partial reply
+//   at its end;
 // - our own FIFO of ops carries each command's deadline (one timer for the
-//   oldest), lets cancel() silence a callback while hiredis still holds the
-//   op, and holds commands queued while the host name is being resolved.
-// hiredis may free its context from inside any call into it (errors,
-// redisAsyncFree from a callback): every such call is followed by a check
-// of gen_, which the cleanup hook bumps.
+//   oldest), lets cancel() silence a callback while its reply is awaited,
+//   and holds commands queued while the host name is being resolved or
+//   while enough replies are already on their way (see kInflightMin).
+// hiredis may free its context from inside any call into it (errors in
+// redisAsyncHandleWrite, the connect callback): every such call, and every
+// reply callback, is followed by a check of gen_, which the cleanup hook
+// bumps.
 #include "ngx_fly_redis.hpp"
 
+// hiredis 0.14's sds.h declares its functions without extern "C".
+extern "C" {
+#include <hiredis/sds.h>
+}
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include <sys/uio.h>
+
 #include <cerrno>
+#include <climits>
+#include <ctime>
 #include <cstdlib>
 #include <cstring>
 #include <new>
-
-// Exported by hiredis 0.14 but declared in async.h only from 1.0 on.
-extern "C" void redisProcessCallbacks(redisAsyncContext *ac);
 
 namespace fly {
 
@@ -37,9 +53,53 @@ namespace {
 
 constexpr ngx_msec_t kBackoffMin = 50;
 constexpr ngx_msec_t kBackoffMax = 5000;
-constexpr size_t kReadChunk = 64 * 1024;
-constexpr size_t kReaderMaxBuf = 256 * 1024;  // idle reader buffer kept
 constexpr ngx_uint_t kMaxPending = 65536;     // ops in flight per connection
+
+// How many commands are sent ahead of their replies.  Unbounded pipelining
+// lets Redis run far ahead of us when we are the bottleneck: megabytes of
+// replies then wait in socket buffers, out of the CPU caches, and both
+// Redis's copy into the socket and ours out of it get slower; and when the
+// kernel's receive-buffer autotuning stays small (it sometimes does, at
+// ~600 KB on loopback), Redis is window-limited and every recv() of ours
+// makes Redis's kernel send the next segment from inside it.  With 64
+// concurrent 32 KiB HITs on loopback a HIT cost 21 us of CPU (nginx + Redis)
+// unbounded, 19 us with this, up to 31 us when window-limited.  So commands
+// wait in pre_ while the replies expected for those sent (the average reply
+// size times their number) would exceed a budget: kInflightMin, or what a
+// fast worker consumes (kInflightRate) during the smallest round trip seen
+// lately, whichever is larger, so that a distant Redis still has enough in
+// flight.  Small replies are never held back in practice (512 KiB is 512
+// replies of 1 KiB).
+constexpr size_t kInflightMin = 512 * 1024;
+constexpr size_t kInflightMax = 64 * 1024 * 1024;
+constexpr size_t kInflightRate = 2048;          // bytes per microsecond
+constexpr ngx_uint_t kInflightMinOps = 4;
+constexpr size_t kReplyOverhead = 16;           // a reply's RESP framing
+constexpr ngx_msec_t kRttEpoch = 10000;         // min RTT: over 10-20 s
+
+// A monotonic clock in microseconds (vDSO).
+uint64_t now_us() noexcept
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000
+           + static_cast<uint64_t>(ts.tv_nsec) / 1000;
+}
+
+// Receiving.  The buffer is kReadChunk; it grows only for a reply other than
+// a top-level bulk string that does not fit (an array, a long status line),
+// up to kMaxReplyBuf, and shrinks back once empty.
+constexpr size_t kReadChunk = 64 * 1024;
+constexpr size_t kMaxReplyBuf = 64 * 1024 * 1024;
+// After a large bulk string (kLargeBulk or more), the next one is probably
+// large too: a read then takes at most kBodySpare into the buffer (the next
+// reply's head; what lands in the buffer is copied once more), and the body
+// follows in place.  Otherwise a read takes what fits.
+constexpr size_t kLargeBulk = 16 * 1024;
+constexpr size_t kBodySpare = 4 * 1024;
+constexpr long long kMaxBulk = 512LL * 1024 * 1024;  // Redis's own limit
+constexpr int kMaxDepth = 7;                          // nested arrays, as hiredis
+constexpr size_t kMaxHeader = 32;   // "$", "*" or ":" line: sign, 19 digits
 
 // A growable byte buffer (malloc'd, never throws).
 struct Buf {
@@ -71,8 +131,8 @@ struct Buf {
     }
 };
 
-// Appends a command in RESP (the format hiredis would make) to `b`.
-bool append_command(Buf &b, int argc, const char **argv, const size_t *argvlen)
+// An upper bound of the size of a command in RESP.
+size_t command_size(int argc, const char **argv, const size_t *argvlen)
     noexcept
 {
     size_t need = sizeof("*\r\n") - 1 + NGX_INT_T_LEN;
@@ -80,20 +140,266 @@ bool append_command(Buf &b, int argc, const char **argv, const size_t *argvlen)
         size_t n = argvlen ? argvlen[i] : std::strlen(argv[i]);
         need += sizeof("$\r\n\r\n") - 1 + NGX_SIZE_T_LEN + n;
     }
-    if (!b.reserve(b.len + need)) {
-        return false;
+    return need;
+}
+
+// Writes "<c><v>\r\n" (what ngx_sprintf would, for a fraction of the cost).
+u_char *write_line(u_char *p, u_char c, size_t v) noexcept
+{
+    u_char tmp[NGX_SIZE_T_LEN];
+    u_char *d = tmp + sizeof(tmp);
+    do {
+        *--d = static_cast<u_char>('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    *p++ = c;
+    while (d < tmp + sizeof(tmp)) {
+        *p++ = *d++;
     }
-    u_char *p = b.p + b.len;
-    p = ngx_sprintf(p, "*%d\r\n", argc);
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+// Writes a command in RESP (the format hiredis would make) at `p`, which
+// has room for command_size() bytes; returns the end.
+u_char *write_command(u_char *p, int argc, const char **argv,
+                      const size_t *argvlen) noexcept
+{
+    p = write_line(p, '*', static_cast<size_t>(argc));
     for (int i = 0; i < argc; i++) {
         size_t n = argvlen ? argvlen[i] : std::strlen(argv[i]);
-        p = ngx_sprintf(p, "$%uz\r\n", n);
+        p = write_line(p, '$', n);
         p = ngx_cpymem(p, argv[i], n);
         *p++ = '\r';
         *p++ = '\n';
     }
-    b.len = p - b.p;
+    return p;
+}
+
+// Appends a command in RESP to `b`.
+bool append_command(Buf &b, int argc, const char **argv, const size_t *argvlen)
+    noexcept
+{
+    if (!b.reserve(b.len + command_size(argc, argv, argvlen))) {
+        return false;
+    }
+    b.len = write_command(b.p + b.len, argc, argv, argvlen) - b.p;
     return true;
+}
+
+// ---- RESP replies ---------------------------------------------------------
+
+// The first CRLF in [p, end), or nullptr.
+const char *find_crlf(const char *p, const char *end) noexcept
+{
+    while (p < end) {
+        auto *cr = static_cast<const char *>(std::memchr(p, '\r', end - p));
+        if (cr == nullptr || cr + 1 >= end) {
+            return nullptr;
+        }
+        if (cr[1] == '\n') {
+            return cr;
+        }
+        p = cr + 1;
+    }
+    return nullptr;
+}
+
+// A decimal integer filling [p, e), optionally negative, without overflow.
+bool parse_ll(const char *p, const char *e, long long &out) noexcept
+{
+    bool neg = false;
+    if (p < e && *p == '-') {
+        neg = true;
+        p++;
+    }
+    if (p == e || e - p > 19) {
+        return false;
+    }
+    unsigned long long v = 0;
+    for (; p < e; p++) {
+        if (*p < '0' || *p > '9') {
+            return false;
+        }
+        v = v * 10 + static_cast<unsigned>(*p - '0');
+    }
+    if (v > (neg ? static_cast<unsigned long long>(LLONG_MAX) + 1
+                 : static_cast<unsigned long long>(LLONG_MAX)))
+    {
+        return false;
+    }
+    out = neg ? static_cast<long long>(0 - v) : static_cast<long long>(v);
+    return true;
+}
+
+enum class Scan { done, more, bad };
+
+// Is one complete, well-formed reply at p?  Then *next is just past it.
+// Allocates nothing: a reply is only built once it is all there.
+Scan scan_reply(const char *p, const char *end, int depth, const char **next,
+                const char **why) noexcept
+{
+    if (p >= end) {
+        return Scan::more;
+    }
+    const char *nl = find_crlf(p + 1, end);
+    if (nl == nullptr) {
+        if (*p != '+' && *p != '-' && static_cast<size_t>(end - p) > kMaxHeader)
+        {
+            *why = "line too long";
+            return Scan::bad;
+        }
+        return Scan::more;
+    }
+    long long n = 0;
+    switch (*p) {
+    case '+':
+    case '-':
+        *next = nl + 2;
+        return Scan::done;
+    case ':':
+        if (!parse_ll(p + 1, nl, n)) {
+            *why = "bad integer value";
+            return Scan::bad;
+        }
+        *next = nl + 2;
+        return Scan::done;
+    case '$': {
+        if (!parse_ll(p + 1, nl, n) || n < -1 || n > kMaxBulk) {
+            *why = "bad bulk string length";
+            return Scan::bad;
+        }
+        const char *body = nl + 2;
+        if (n == -1) {
+            *next = body;
+            return Scan::done;
+        }
+        size_t len = static_cast<size_t>(n);
+        if (static_cast<size_t>(end - body) < len + 2) {
+            return Scan::more;
+        }
+        if (body[len] != '\r' || body[len + 1] != '\n') {
+            *why = "bulk string not followed by CRLF";
+            return Scan::bad;
+        }
+        *next = body + len + 2;
+        return Scan::done;
+    }
+    case '*': {
+        if (!parse_ll(p + 1, nl, n) || n < -1 || n > INT_MAX) {
+            *why = "bad multi-bulk length";
+            return Scan::bad;
+        }
+        if (depth >= kMaxDepth && n > 0) {
+            *why = "multi-bulk replies nested too deep";
+            return Scan::bad;
+        }
+        const char *q = nl + 2;
+        for (long long i = 0; i < n; i++) {
+            Scan s = scan_reply(q, end, depth + 1, &q, why);
+            if (s != Scan::done) {
+                return s;
+            }
+        }
+        *next = q;
+        return Scan::done;
+    }
+    default:
+        *why = "bad reply type byte";
+        return Scan::bad;
+    }
+}
+
+void free_reply(redisReply *r) noexcept
+{
+    if (r == nullptr) {
+        return;
+    }
+    if (r->element != nullptr) {
+        for (size_t i = 0; i < r->elements; i++) {
+            free_reply(r->element[i]);
+        }
+        std::free(r->element);
+    }
+    std::free(r->str);
+    std::free(r);
+}
+
+// A malloc'd, NUL-terminated copy of n bytes.
+char *copy_str(const char *p, size_t n) noexcept
+{
+    auto *s = static_cast<char *>(std::malloc(n + 1));
+    if (s != nullptr) {
+        std::memcpy(s, p, n);
+        s[n] = '\0';
+    }
+    return s;
+}
+
+// Fills `r` from the reply at p, which scan_reply() found complete; nested
+// replies are malloc'd (free_reply), `r` itself is the caller's.  Returns
+// false when out of memory (what was built is left in `r` to free).
+bool build_reply(redisReply *r, const char *p, const char *end,
+                 const char **next) noexcept
+{
+    const char *nl = find_crlf(p + 1, end);
+    long long n = 0;
+    *next = nl + 2;
+    switch (*p) {
+    case '+':
+    case '-':
+        r->type = *p == '+' ? REDIS_REPLY_STATUS : REDIS_REPLY_ERROR;
+        r->len = static_cast<size_t>(nl - (p + 1));
+        r->str = copy_str(p + 1, r->len);
+        return r->str != nullptr;
+    case ':':
+        parse_ll(p + 1, nl, n);
+        r->type = REDIS_REPLY_INTEGER;
+        r->integer = n;
+        return true;
+    case '$':
+        parse_ll(p + 1, nl, n);
+        if (n == -1) {
+            r->type = REDIS_REPLY_NIL;
+            return true;
+        }
+        r->type = REDIS_REPLY_STRING;
+        r->len = static_cast<size_t>(n);
+        r->str = copy_str(nl + 2, r->len);
+        *next = nl + 2 + r->len + 2;
+        return r->str != nullptr;
+    default:  // '*'
+        parse_ll(p + 1, nl, n);
+        if (n == -1) {
+            r->type = REDIS_REPLY_NIL;
+            return true;
+        }
+        r->type = REDIS_REPLY_ARRAY;
+        if (n == 0) {
+            return true;
+        }
+        r->element = static_cast<redisReply **>(
+            std::calloc(static_cast<size_t>(n), sizeof(redisReply *)));
+        if (r->element == nullptr) {
+            return false;
+        }
+        r->elements = static_cast<size_t>(n);
+        const char *q = nl + 2;
+        for (size_t i = 0; i < r->elements; i++) {
+            auto *e = static_cast<redisReply *>(
+                std::calloc(1, sizeof(redisReply)));
+            if (e == nullptr) {
+                return false;
+            }
+            r->element[i] = e;
+            if (!build_reply(e, q, end, &q)) {
+                return false;
+            }
+        }
+        *next = q;
+        return true;
+    }
 }
 
 const char *reply_type(const redisReply *reply) noexcept
@@ -121,9 +427,10 @@ struct RedisOp {
     RedisCallback cb;
     void *data;
     ngx_msec_t deadline;
+    uint64_t sent_us;    // when it went to the output buffer
     size_t pre_off;      // bytes in conn->pre_ while unsent
     size_t pre_len;
-    bool unsent;         // queued while resolving, not given to hiredis yet
+    bool unsent;         // held in pre_ (resolving, or too many in flight)
     bool expired;        // failed by its deadline, reply still awaited
     bool canceled;
 };
@@ -157,8 +464,24 @@ private:
     bool start_connect(bool probe) noexcept;
     bool start_resolve() noexcept;
     bool connect_to(const char *ip) noexcept;
-    void submit_unsent() noexcept;
+    void release_held() noexcept;
+    ngx_uint_t send_cap() const noexcept;
+    void note_reply(RedisOp *op, size_t bytes) noexcept;
     void become_ready() noexcept;
+
+    // writing
+    bool output_command(int argc, const char **argv,
+                        const size_t *argvlen) noexcept;
+    bool output_raw(const u_char *p, size_t n) noexcept;
+
+    // replies
+    bool prepare_rbuf() noexcept;
+    bool process_rbuf() noexcept;
+    bool finish_body() noexcept;
+    bool dispatch(redisReply *reply) noexcept;
+    bool dispatch_owned(redisReply *reply) noexcept;
+    void reset_reader() noexcept;
+    void protocol_error(const char *why) noexcept;
 
     // failing
     void fail(const char *what, ngx_err_t err = 0) noexcept;
@@ -194,9 +517,6 @@ private:
     static void ev_del_write(void *p) noexcept;
     static void ev_cleanup(void *p) noexcept;
     static void on_connect(const redisAsyncContext *ac, int status) noexcept;
-    static void on_reply(redisAsyncContext *ac, void *r, void *privdata) noexcept;
-    static void on_auth(redisAsyncContext *ac, void *r, void *privdata) noexcept;
-    static void on_select(redisAsyncContext *ac, void *r, void *privdata) noexcept;
     static void on_handshake(RedisConnection *self, redisReply *reply,
                              const char *what) noexcept;
     static void on_resolved(ngx_resolver_ctx_t *ctx) noexcept;
@@ -233,6 +553,8 @@ private:
     bool in_write_ = false;
     bool torn_down_ = false;      // we closed it (and logged why)
     int handshake_ = 0;           // AUTH / SELECT replies still awaited
+    int hs_next_ = 0;             // index in hs_what_ of the next one
+    const char *hs_what_[2] = {nullptr, nullptr};
     uint64_t gen_ = 0;            // bumped whenever a context goes away
     ngx_uint_t rr_ = 0;           // address rotation
     ngx_msec_t next_backoff_ = kBackoffMin;
@@ -243,9 +565,25 @@ private:
     ngx_event_t op_timer_;
     ngx_event_t connect_timer_;
     ngx_event_t backoff_ev_;
-    u_char *rbuf_ = nullptr;
-    Buf fmt_;                     // scratch for one command
-    Buf pre_;                     // commands queued while resolving
+    Buf pre_;                     // held commands (RedisOp::unsent)
+    RedisOp *held_ = nullptr;     // the first of them: they end the FIFO
+    ngx_uint_t sent_ = 0;         // ops sent, reply awaited
+    size_t avg_reply_ = 4096;     // moving average of reply sizes
+    uint64_t rtt_min_ = UINT64_MAX;       // smallest reply time, this epoch
+    uint64_t rtt_min_prev_ = UINT64_MAX;  // and the previous one
+    ngx_msec_t rtt_epoch_ = 0;
+
+    // receiving: replies not yet dispatched are at rbuf_[rpos_, rlen_)
+    char *rbuf_ = nullptr;
+    size_t rcap_ = 0;
+    size_t rpos_ = 0;
+    size_t rlen_ = 0;
+    // a top-level bulk string received in place: body_len_ bytes and CRLF,
+    // body_got_ of them there; rbuf_ is empty meanwhile
+    char *body_ = nullptr;
+    size_t body_len_ = 0;
+    size_t body_got_ = 0;
+    bool large_ = false;          // the last bulk string was large
 
     // ops
     RedisOp *head_ = nullptr;
@@ -293,7 +631,8 @@ RedisConnection::RedisConnection(const RedisConf &conf,
 bool RedisConnection::init(const RedisConf &conf) noexcept
 {
     host_.data = static_cast<u_char *>(std::malloc(conf.host.len + 1));
-    rbuf_ = static_cast<u_char *>(std::malloc(kReadChunk));
+    rbuf_ = static_cast<char *>(std::malloc(kReadChunk));
+    rcap_ = kReadChunk;
     if (host_.data == nullptr || rbuf_ == nullptr) {
         return false;
     }
@@ -376,6 +715,7 @@ RedisConnection::~RedisConnection()
         free_ops_ = op->next;
         std::free(op);
     }
+    std::free(body_);
     std::free(rbuf_);
     std::free(host_.data);
 }
@@ -409,7 +749,9 @@ RedisOp *RedisConnection::command(int argc, const char **argv,
     op->expired = false;
     op->canceled = false;
 
-    if (state_ == State::resolving) {
+    if (state_ == State::resolving || held_ != nullptr
+        || sent_ >= send_cap())
+    {
         size_t off = pre_.len;
         if (!append_command(pre_, argc, argv, argvlen)) {
             free_op(op);
@@ -418,19 +760,20 @@ RedisOp *RedisConnection::command(int argc, const char **argv,
         op->unsent = true;
         op->pre_off = off;
         op->pre_len = pre_.len - off;
+        link(op);
+        if (held_ == nullptr) {
+            held_ = op;
+        }
     } else {
-        fmt_.len = 0;
-        if (!append_command(fmt_, argc, argv, argvlen)
-            || redisAsyncFormattedCommand(ac_, on_reply, op,
-                                          reinterpret_cast<char *>(fmt_.p),
-                                          fmt_.len) != REDIS_OK)
-        {
+        if (!output_command(argc, argv, argvlen)) {
             free_op(op);
             return nullptr;
         }
         op->unsent = false;
+        op->sent_us = now_us();
+        sent_++;
+        link(op);
     }
-    link(op);
 
     if (!op_timer_.timer_set) {
         ngx_add_timer(&op_timer_, timeout_);
@@ -441,6 +784,45 @@ RedisOp *RedisConnection::command(int argc, const char **argv,
                    argvlen ? argvlen[0] : std::strlen(argv[0]), argv[0],
                    npending_);
     return op;
+}
+
+// Formats a command straight into hiredis's output buffer.
+bool RedisConnection::output_command(int argc, const char **argv,
+                                     const size_t *argvlen) noexcept
+{
+    redisContext *c = &ac_->c;
+    if (c->flags & (REDIS_DISCONNECTING | REDIS_FREEING)) {
+        return false;
+    }
+    size_t need = command_size(argc, argv, argvlen);
+    if (need > INT_MAX / 2) {
+        return false;          // sdsIncrLen() takes an int
+    }
+    sds ob = sdsMakeRoomFor(c->obuf, need);
+    if (ob == nullptr) {
+        return false;
+    }
+    c->obuf = ob;
+    auto *p = reinterpret_cast<u_char *>(ob) + sdslen(ob);
+    u_char *e = write_command(p, argc, argv, argvlen);
+    sdsIncrLen(ob, static_cast<int>(e - p));
+    want_write();
+    return true;
+}
+
+bool RedisConnection::output_raw(const u_char *p, size_t n) noexcept
+{
+    redisContext *c = &ac_->c;
+    if (c->flags & (REDIS_DISCONNECTING | REDIS_FREEING)) {
+        return false;
+    }
+    sds ob = sdscatlen(c->obuf, p, n);
+    if (ob == nullptr) {
+        return false;
+    }
+    c->obuf = ob;
+    want_write();
+    return true;
 }
 
 RedisOp *RedisConnection::alloc_op() noexcept
@@ -482,6 +864,9 @@ void RedisConnection::link(RedisOp *op) noexcept
 
 void RedisConnection::unlink(RedisOp *op) noexcept
 {
+    if (op == held_) {
+        held_ = op->next;   // held ops end the FIFO
+    }
     if (op->prev) {
         op->prev->next = op->next;
     } else {
@@ -508,19 +893,9 @@ void RedisConnection::invoke(RedisCallback cb, void *data,
     }
 }
 
-// hiredis hands back a reply, or nullptr while freeing the context.
-void RedisConnection::on_reply(redisAsyncContext *, void *r,
-                               void *privdata) noexcept
-{
-    auto *op = static_cast<RedisOp *>(privdata);
-    op->conn->complete(op, static_cast<redisReply *>(r));
-}
-
+// Hands an op its reply (never nullptr: failed ops go by fail_all_ops()).
 void RedisConnection::complete(RedisOp *op, redisReply *reply) noexcept
 {
-    if (reply == nullptr && state_ != State::closing) {
-        state_ = State::closing;      // hiredis is dropping the connection
-    }
     unlink(op);
     RedisCallback cb = op->cb;
     void *data = op->data;
@@ -553,7 +928,7 @@ void RedisConnection::expire(RedisOp *op) noexcept
     }
 }
 
-// Fails every op still on our list (ones hiredis does not hold).
+// Fails every op (sent, held or expired: the client holds them all).
 void RedisConnection::fail_all_ops() noexcept
 {
     while (head_ != nullptr) {
@@ -567,6 +942,8 @@ void RedisConnection::fail_all_ops() noexcept
         }
     }
     pre_.len = 0;
+    held_ = nullptr;
+    sent_ = 0;
     if (op_timer_.timer_set) {
         ngx_del_timer(&op_timer_);
     }
@@ -678,7 +1055,6 @@ bool RedisConnection::connect_to(const char *ip) noexcept
         fail_all_ops();
         return false;
     }
-    ac->c.reader->maxbuf = kReaderMaxBuf;
     et_ = (ngx_event_flags & NGX_USE_CLEAR_EVENT) != 0;
 
     ngx_connection_t *c = ngx_get_connection(ac->c.fd, log_);
@@ -732,55 +1108,122 @@ bool RedisConnection::connect_to(const char *ip) noexcept
     nc_ = c;
     state_ = State::connecting;
     handshake_ = 0;
+    hs_next_ = 0;
     in_write_ = false;
+    reset_reader();
 
+    // The first replies on the connection are these.
     if (auth_.len) {
-        redisAsyncFormattedCommand(ac, on_auth, this,
-                                   reinterpret_cast<char *>(auth_.p),
-                                   auth_.len);
-        handshake_++;
+        if (!output_raw(auth_.p, auth_.len)) {
+            fail("out of memory");
+            return false;
+        }
+        hs_what_[handshake_++] = "AUTH";
     }
     if (select_.len) {
-        redisAsyncFormattedCommand(ac, on_select, this,
-                                   reinterpret_cast<char *>(select_.p),
-                                   select_.len);
-        handshake_++;
+        if (!output_raw(select_.p, select_.len)) {
+            fail("out of memory");
+            return false;
+        }
+        hs_what_[handshake_++] = "SELECT";
     }
-    submit_unsent();
+    release_held();
 
     ngx_add_timer(&connect_timer_, connect_timeout_);
     return true;
 }
 
-// Hands hiredis the commands queued while the name was being resolved.
-void RedisConnection::submit_unsent() noexcept
+// How many ops may await their reply (see kInflightMin).
+ngx_uint_t RedisConnection::send_cap() const noexcept
 {
-    for (RedisOp *op = head_, *next; op; op = next) {
-        next = op->next;
-        if (!op->unsent) {
-            continue;
+    uint64_t rtt = rtt_min_ < rtt_min_prev_ ? rtt_min_ : rtt_min_prev_;
+    size_t budget = kInflightMin;
+    if (rtt != UINT64_MAX) {
+        uint64_t b = rtt < kInflightMax / kInflightRate ? rtt * kInflightRate
+                                                        : kInflightMax;
+        if (b > budget) {
+            budget = static_cast<size_t>(b);
         }
+    }
+    size_t cap = budget / avg_reply_;
+    if (cap < kInflightMinOps) {
+        cap = kInflightMinOps;
+    }
+    return cap < kMaxPending ? static_cast<ngx_uint_t>(cap) : kMaxPending;
+}
+
+// A reply of `bytes` came for a sent op: updates the averages.
+void RedisConnection::note_reply(RedisOp *op, size_t bytes) noexcept
+{
+    if (sent_ > 0) {
+        sent_--;
+    }
+    bytes += kReplyOverhead;
+    avg_reply_ = bytes >= avg_reply_ ? avg_reply_ + (bytes - avg_reply_) / 8
+                                     : avg_reply_ - (avg_reply_ - bytes) / 8;
+    if (avg_reply_ < kReplyOverhead) {
+        avg_reply_ = kReplyOverhead;
+    }
+    uint64_t now = now_us();
+    uint64_t rtt = now > op->sent_us ? now - op->sent_us : 0;
+    if (static_cast<ngx_msec_int_t>(ngx_current_msec - rtt_epoch_) >= 0) {
+        rtt_epoch_ = ngx_current_msec + kRttEpoch;
+        rtt_min_prev_ = rtt_min_;
+        rtt_min_ = UINT64_MAX;
+    }
+    if (rtt < rtt_min_) {
+        rtt_min_ = rtt;
+    }
+}
+
+// Sends held commands (queued while resolving, or while too many were in
+// flight) as far as send_cap() allows, in order.
+void RedisConnection::release_held() noexcept
+{
+    if (state_ != State::connecting && state_ != State::ready) {
+        return;
+    }
+    ngx_uint_t cap = send_cap();
+    uint64_t now = 0;
+    while (held_ != nullptr && sent_ < cap) {
+        RedisOp *op = held_;
+        held_ = op->next;
         op->unsent = false;
         if (op->canceled) {
             unlink(op);
             free_op(op);
             continue;
         }
-        if (redisAsyncFormattedCommand(ac_, on_reply, op,
-                                       reinterpret_cast<char *>(pre_.p)
-                                           + op->pre_off,
-                                       op->pre_len) != REDIS_OK)
-        {
+        if (!output_raw(pre_.p + op->pre_off, op->pre_len)) {
             unlink(op);
             RedisCallback cb = op->cb;
             void *data = op->data;
             free_op(op);
             if (cb) {
-                invoke(cb, data, nullptr);
+                invoke(cb, data, nullptr);   // may issue commands: held_ on
             }
+            if (state_ != State::connecting && state_ != State::ready) {
+                return;
+            }
+            continue;
+        }
+        if (now == 0) {
+            now = now_us();
+        }
+        op->sent_us = now;
+        sent_++;
+    }
+    if (held_ == nullptr) {
+        pre_.len = 0;
+    } else if (held_->pre_off >= kReadChunk && held_->pre_off * 2 >= pre_.len) {
+        // Drop the sent prefix.
+        size_t off = held_->pre_off;
+        std::memmove(pre_.p, pre_.p + off, pre_.len - off);
+        pre_.len -= off;
+        for (RedisOp *op = held_; op != nullptr; op = op->next) {
+            op->pre_off -= off;
         }
     }
-    pre_.len = 0;
 }
 
 void RedisConnection::on_connect(const redisAsyncContext *ac,
@@ -796,20 +1239,6 @@ void RedisConnection::on_connect(const redisAsyncContext *ac,
     if (self->handshake_ == 0) {
         self->become_ready();
     }
-}
-
-void RedisConnection::on_auth(redisAsyncContext *, void *r,
-                              void *privdata) noexcept
-{
-    on_handshake(static_cast<RedisConnection *>(privdata),
-                 static_cast<redisReply *>(r), "AUTH");
-}
-
-void RedisConnection::on_select(redisAsyncContext *, void *r,
-                                void *privdata) noexcept
-{
-    on_handshake(static_cast<RedisConnection *>(privdata),
-                 static_cast<redisReply *>(r), "SELECT");
 }
 
 void RedisConnection::on_handshake(RedisConnection *self, redisReply *reply,
@@ -885,8 +1314,8 @@ void RedisConnection::teardown() noexcept
     torn_down_ = true;
     if (ac_ != nullptr) {
         state_ = State::closing;
-        // Runs the pending callbacks with nullptr, then on_cleanup; from
-        // inside a hiredis callback, once that callback has returned.
+        // Runs on_cleanup, which fails the pending ops: at once, or from
+        // inside a hiredis callback once that callback has returned.
         redisAsyncFree(ac_);
         return;
     }
@@ -910,6 +1339,7 @@ void RedisConnection::on_cleanup() noexcept
     if (!ours && !shutting_down_) {
         log_error(0, ac && ac->errstr ? ac->errstr : "connection lost");
     }
+    reset_reader();
     state_ = State::closing;
     fail_all_ops();
     after_close();
@@ -998,7 +1428,7 @@ void RedisConnection::ev_cleanup(void *p) noexcept
     static_cast<RedisConnection *>(p)->on_cleanup();
 }
 
-// hiredis has bytes to send.
+// There are bytes to send (a command was appended, or hiredis asks).
 void RedisConnection::want_write() noexcept
 {
     ngx_connection_t *c = nc_;
@@ -1016,7 +1446,7 @@ void RedisConnection::want_write() noexcept
         return;
     }
     if (!et_ && !wev->active) {
-        // Called from inside hiredis: never free the context here.  If the
+        // Maybe called from inside hiredis: never free the context.  If the
         // event cannot be added, nothing is written and the commands'
         // deadline drops the connection.
         if (ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
@@ -1120,19 +1550,55 @@ void RedisConnection::do_read() noexcept
     }
 
     ngx_event_t *rev = c->read;
-    uint64_t gen = gen_;
     for (;;) {
-        ssize_t n = recv(c->fd, rbuf_, kReadChunk, 0);
-        if (n > 0) {
-            // A feed error is reported by redisProcessCallbacks, which
-            // then frees the context.
-            redisReaderFeed(ac->c.reader, reinterpret_cast<char *>(rbuf_),
-                            static_cast<size_t>(n));
-            redisProcessCallbacks(ac);
-            if (gen != gen_) {
-                return;   // freed by a callback or an error
+        struct iovec iov[2];
+        int niov = 0;
+        size_t body_need = 0;
+        if (body_ != nullptr) {
+            // The rest of a bulk string, straight into its own block; then a
+            // little of what follows (rbuf_ is empty meanwhile).
+            body_need = body_len_ + 2 - body_got_;
+            iov[niov].iov_base = body_ + body_got_;
+            iov[niov++].iov_len = body_need;
+            iov[niov].iov_base = rbuf_;
+            iov[niov++].iov_len = rcap_ < kBodySpare ? rcap_ : kBodySpare;
+        } else {
+            if (!prepare_rbuf()) {
+                return;
             }
-            if (static_cast<size_t>(n) < kReadChunk && short_read_drains()) {
+            size_t room = rcap_ - rlen_;
+            if (large_ && rlen_ == 0 && room > kBodySpare) {
+                room = kBodySpare;
+            }
+            iov[niov].iov_base = rbuf_ + rlen_;
+            iov[niov++].iov_len = room;
+        }
+        size_t want = 0;
+        for (int i = 0; i < niov; i++) {
+            want += iov[i].iov_len;
+        }
+
+        ssize_t n = niov == 1 ? recv(c->fd, iov[0].iov_base, iov[0].iov_len, 0)
+                              : readv(c->fd, iov, niov);
+        if (n > 0) {
+            size_t got = static_cast<size_t>(n);
+            size_t rest = got;
+            if (body_ != nullptr) {
+                size_t k = got < body_need ? got : body_need;
+                body_got_ += k;
+                rest -= k;
+                if (body_got_ == body_len_ + 2 && !finish_body()) {
+                    return;   // the connection is gone
+                }
+            }
+            rlen_ += rest;
+            if (!process_rbuf()) {
+                return;
+            }
+            if (held_ != nullptr) {
+                release_held();
+            }
+            if (got < want && short_read_drains()) {
                 rev->ready = 0;
                 return;
             }
@@ -1153,6 +1619,228 @@ void RedisConnection::do_read() noexcept
         fail("recv() failed", err);
         return;
     }
+}
+
+// ---- replies ------------------------------------------------------------
+
+void RedisConnection::reset_reader() noexcept
+{
+    std::free(body_);
+    body_ = nullptr;
+    body_len_ = body_got_ = 0;
+    rpos_ = rlen_ = 0;
+}
+
+void RedisConnection::protocol_error(const char *why) noexcept
+{
+    u_char msg[128];
+    u_char *e = ngx_snprintf(msg, sizeof(msg) - 1, "protocol error: %s", why);
+    *e = '\0';
+    fail(reinterpret_cast<const char *>(msg));
+}
+
+// Makes room at the end of rbuf_ for a read.  Only a partial reply is
+// kept, at the start; the buffer grows for one that does not fit and
+// shrinks back once empty.
+bool RedisConnection::prepare_rbuf() noexcept
+{
+    if (rpos_ == rlen_) {
+        rpos_ = rlen_ = 0;
+        if (rcap_ > kReadChunk) {
+            auto *p = static_cast<char *>(std::realloc(rbuf_, kReadChunk));
+            if (p != nullptr) {
+                rbuf_ = p;
+                rcap_ = kReadChunk;
+            }
+        }
+        return true;
+    }
+    if (rcap_ - rlen_ >= kReadChunk / 2) {
+        return true;
+    }
+    if (rpos_ > 0) {
+        std::memmove(rbuf_, rbuf_ + rpos_, rlen_ - rpos_);
+        rlen_ -= rpos_;
+        rpos_ = 0;
+    }
+    if (rcap_ - rlen_ >= kReadChunk / 4) {
+        return true;
+    }
+    if (rcap_ >= kMaxReplyBuf) {
+        protocol_error("reply too large");
+        return false;
+    }
+    auto *p = static_cast<char *>(std::realloc(rbuf_, rcap_ * 2));
+    if (p == nullptr) {
+        fail("out of memory");
+        return false;
+    }
+    rbuf_ = p;
+    rcap_ *= 2;
+    return true;
+}
+
+// A bulk string received in place is complete.
+bool RedisConnection::finish_body() noexcept
+{
+    char *s = body_;
+    size_t len = body_len_;
+    body_ = nullptr;
+    body_len_ = body_got_ = 0;
+    if (s[len] != '\r' || s[len + 1] != '\n') {
+        std::free(s);
+        protocol_error("bulk string not followed by CRLF");
+        return false;
+    }
+    s[len] = '\0';
+    large_ = len >= kLargeBulk;
+    redisReply r{};
+    r.type = REDIS_REPLY_STRING;
+    r.str = s;
+    r.len = len;
+    return dispatch_owned(&r);
+}
+
+// Dispatches every complete reply in rbuf_.  A top-level bulk string that
+// is not all there moves to its own block (body_), the rest of it to be
+// received in place.  Returns false when the connection is gone.
+bool RedisConnection::process_rbuf() noexcept
+{
+    while (rpos_ < rlen_) {
+        const char *p = rbuf_ + rpos_;
+        const char *end = rbuf_ + rlen_;
+
+        if (*p == '$') {
+            // The common case (GET), without scanning twice.
+            const char *nl = find_crlf(p + 1, end);
+            if (nl == nullptr) {
+                if (static_cast<size_t>(end - p) > kMaxHeader) {
+                    protocol_error("bad bulk string length");
+                    return false;
+                }
+                break;
+            }
+            long long n;
+            if (!parse_ll(p + 1, nl, n) || n < -1 || n > kMaxBulk) {
+                protocol_error("bad bulk string length");
+                return false;
+            }
+            const char *body = nl + 2;
+            redisReply r{};
+            if (n == -1) {
+                rpos_ = body - rbuf_;
+                r.type = REDIS_REPLY_NIL;
+                if (!dispatch(&r)) {
+                    return false;
+                }
+                continue;
+            }
+            size_t len = static_cast<size_t>(n);
+            size_t have = end - body;
+            large_ = len >= kLargeBulk;
+            if (have >= len + 2) {
+                if (body[len] != '\r' || body[len + 1] != '\n') {
+                    protocol_error("bulk string not followed by CRLF");
+                    return false;
+                }
+                r.type = REDIS_REPLY_STRING;
+                r.len = len;
+                r.str = copy_str(body, len);
+                if (r.str == nullptr) {
+                    fail("out of memory");
+                    return false;
+                }
+                rpos_ = body + len + 2 - rbuf_;
+                if (!dispatch_owned(&r)) {
+                    return false;
+                }
+                continue;
+            }
+            body_ = static_cast<char *>(std::malloc(len + 2));
+            if (body_ == nullptr) {
+                fail("out of memory");
+                return false;
+            }
+            std::memcpy(body_, body, have);
+            body_len_ = len;
+            body_got_ = have;
+            rpos_ = rlen_ = 0;
+            return true;
+        }
+
+        const char *next = nullptr;
+        const char *why = "";
+        Scan sc = scan_reply(p, end, 0, &next, &why);
+        if (sc == Scan::more) {
+            break;
+        }
+        if (sc == Scan::bad) {
+            protocol_error(why);
+            return false;
+        }
+        redisReply r{};
+        bool ok = build_reply(&r, p, end, &next);
+        rpos_ = next - rbuf_;
+        if (!ok) {
+            for (size_t i = 0; i < r.elements; i++) {
+                free_reply(r.element[i]);
+            }
+            std::free(r.element);
+            std::free(r.str);
+            fail("out of memory");
+            return false;
+        }
+        if (!dispatch_owned(&r)) {
+            return false;
+        }
+    }
+    if (rpos_ == rlen_) {
+        rpos_ = rlen_ = 0;
+    }
+    return true;
+}
+
+// Dispatches a reply whose parts are malloc'd (the callback may have taken
+// str) and frees them; the redisReply itself is the caller's.
+bool RedisConnection::dispatch_owned(redisReply *reply) noexcept
+{
+    bool alive = dispatch(reply);
+    for (size_t i = 0; i < reply->elements; i++) {
+        free_reply(reply->element[i]);
+    }
+    std::free(reply->element);
+    std::free(reply->str);
+    return alive;
+}
+
+// The next reply on the connection: a handshake's, then the oldest op's.
+// Returns false when the connection is gone.
+bool RedisConnection::dispatch(redisReply *reply) noexcept
+{
+    uint64_t gen = gen_;
+    if (handshake_ > 0) {
+        on_handshake(this, reply, hs_what_[hs_next_++ & 1]);
+        return gen == gen_;
+    }
+    RedisOp *op = head_;
+    if (op == nullptr || op->unsent) {
+        // Nothing was asked (e.g. "max number of clients reached" before
+        // Redis closes the connection).
+        u_char msg[256];
+        u_char *e = ngx_snprintf(msg, sizeof(msg) - 1,
+                                 "unexpected %s reply%s%*s", reply_type(reply),
+                                 reply->type == REDIS_REPLY_ERROR ? ": " : "",
+                                 reply->type == REDIS_REPLY_ERROR
+                                     ? (reply->len < 200 ? reply->len : 200)
+                                     : static_cast<size_t>(0),
+                                 reply->str ? reply->str : "");
+        *e = '\0';
+        fail(reinterpret_cast<const char *>(msg));
+        return false;
+    }
+    note_reply(op, reply->type == REDIS_REPLY_STRING ? reply->len : 0);
+    complete(op, reply);
+    return gen == gen_;
 }
 
 // ---- timers -------------------------------------------------------------
@@ -1256,7 +1944,7 @@ bool RedisClient::connected() const noexcept
 
 void redis_free_str(char *str) noexcept
 {
-    std::free(str);   // hiredis 0.14 allocates reply strings with malloc
+    std::free(str);   // reply strings are malloc'd (copy_str, do_read)
 }
 
 }  // namespace fly

@@ -4,11 +4,15 @@
 // made with hiredis's async API and driven by nginx events.  Commands
 // issued while handling one batch of events are written together (one
 // write per event-loop iteration), so concurrent requests share round
-// trips; replies are read until the socket would block (edge-triggered
-// epoll) and dispatched in order.  Every wait has a timer; on any error
-// the pending commands fail (callback with nullptr), the connection is
-// closed and a new one is tried after a backoff; during the backoff
-// command() fails at once, so a Redis that is down adds no delay.
+// trips; the replies awaited at once are bounded (by bytes expected, so
+// that large replies do not pile up in socket buffers; more commands wait
+// in the client, in order).  Replies are read until the socket would block
+// (edge-triggered epoll), parsed by the client itself (a large string
+// reply is received straight into the block that becomes reply->str) and
+// dispatched in order.  Every wait has a timer; on any error the pending
+// commands fail (callback with nullptr), the connection is closed and a
+// new one is tried after a backoff; during the backoff command() fails at
+// once, so a Redis that is down adds no delay.
 #pragma once
 
 #include "ngx_fly.hpp"
@@ -22,12 +26,13 @@ struct RedisOp;
 
 // Called once per command with the reply, or with nullptr when the
 // command failed (not connected, timed out, connection lost, worker
-// exiting).  The reply is hiredis's and is freed after the callback
-// returns; a callback may keep a string reply's bytes by taking
-// reply->str (set it to nullptr and reply->len to 0) and releasing it
-// later with redis_free_str().  An error reply (REDIS_REPLY_ERROR) is
-// passed on as it is.  A callback may issue new commands; it must not
-// delete the client.
+// exiting).  The reply is a hiredis redisReply owned by the client and
+// freed after the callback returns (str, when set, is NUL-terminated); a
+// callback may keep a string reply's bytes by taking reply->str (set it
+// to nullptr and reply->len to 0) and releasing it later with
+// redis_free_str().  An error reply (REDIS_REPLY_ERROR) is passed on as it
+// is.  A callback may issue new commands; it must not delete the client.
+// Pub/sub and MONITOR are not supported (one reply per command).
 using RedisCallback = void (*)(void *data, redisReply *reply);
 
 class RedisClient {
