@@ -1,0 +1,390 @@
+#!/usr/bin/python3
+"""A tiny fake Redis that splits its replies and misbehaves on request.
+
+    fake_redis.py [--port N] [--control FILE]
+
+Binds 127.0.0.1 (port N, default 0: any free port), prints the port on
+stdout (one line, flushed) and serves RESP2 clients, one thread each, from an
+in-memory dict: GET, SET (EX/PX/NX/XX accepted, only NX/XX honoured), DEL,
+EXISTS, EVAL (the module's invalidation script: deletes KEYS[1]; any other
+script: nil), AUTH and SELECT (always +OK), PING, QUIT.  Unknown commands get
+"-ERR unknown command".  Exits on SIGTERM/SIGINT, when stdin reaches EOF, or
+when its parent goes away.
+
+How it answers is read from the control file (FILE, or $FAKE_REDIS_CONTROL;
+re-read whenever it changes, checked before every command; write a new file
+and rename it over the old one), `key=value` lines, `#` comments.  A key
+missing from the file has its default:
+
+    split=N       write every reply in chunks of N bytes (0: in one piece)
+    delay=S       seconds to sleep between chunks (default 0.001) ...
+    max_sleeps=K  ... but at most K sleeps per write, spread evenly (100)
+    coalesce=MS   after a read, wait up to MS ms for more commands, so that
+                  the replies of several commands go out in one write (0:
+                  the replies to the commands of one read go together)
+    get=MODE      the reply to GET:
+                    normal     the value, or nil
+                    integer    :42
+                    array      *2 of two bulk strings
+                    nested     *3 holding an integer, nil and an array
+                    empty      *0
+                    nilarray   *-1
+                    nilbulk    $-1 (a plain miss)
+                    status     +OK
+                    wrongtype  -WRONGTYPE Operation against a key holding ...
+                    error      -ERR something went wrong
+                  or a malformed reply, after which the server waits for the
+                  client to close the connection:
+                    badlen     $abc
+                    negarray   *-5
+                    huge       $536870913 (over Redis's 512 MiB limit)
+                    hugearray  *3000000000 (over INT_MAX)
+                    badint     :12x4
+                    garbage    bytes that are no RESP type
+                    nocrlf     a bulk string followed by XY instead of CRLF
+                    longline   $ and 100 digits, no CRLF
+                    deep       arrays nested 9 deep
+                    badelem    *2 whose second element is $abc
+                    unsolicited  the right reply, then an extra :1
+                  or one that ends the connection:
+                    close      close without answering
+                    closehead  send "$123" and close
+                    closemid   half of the right reply (a value of at least
+                               2 bytes; else of a made-up one), then close
+
+Commands starting with FAKE are for the test and are answered at once, in
+one piece, whatever the control file says:
+
+    FAKE STATS        a bulk string of `name=value` lines: commands by name,
+                      connections, replies, max_batch (the most replies
+                      sent in one write), after_bad (commands received on a
+                      connection after a malformed reply), keys
+    FAKE HAS key      :1 or :0
+    FAKE LEN key      the value's length, or -1
+    FAKE FLUSH        +OK (the dict emptied, statistics kept)
+"""
+
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+
+DATA = {}
+STATS = {"connections": 0, "replies": 0, "max_batch": 0}
+LOCK = threading.Lock()
+
+DEFAULTS = {"split": "0", "delay": "0.001", "max_sleeps": "100",
+            "coalesce": "0", "get": "normal"}
+
+
+class Control:
+    """The control file, re-read when its identity or contents change."""
+
+    def __init__(self, path):
+        self.path = path
+        self.sig = None
+        self.mode = dict(DEFAULTS)
+        self.lock = threading.Lock()
+
+    def get(self):
+        with self.lock:
+            if self.path:
+                try:
+                    st = os.stat(self.path)
+                    sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+                except OSError:
+                    sig = None
+                if sig != self.sig:
+                    self.sig = sig
+                    mode = dict(DEFAULTS)
+                    if sig is not None:
+                        with open(self.path) as f:
+                            for line in f:
+                                line = line.split("#", 1)[0].strip()
+                                if "=" in line:
+                                    k, v = line.split("=", 1)
+                                    mode[k.strip()] = v.strip()
+                    self.mode = mode
+            return dict(self.mode)
+
+
+def bulk(b):
+    if b is None:
+        return b"$-1\r\n"
+    return b"$%d\r\n%s\r\n" % (len(b), b)
+
+
+def parse_command(buf, pos):
+    """One RESP command (an array of bulk strings, or an inline line) at
+    buf[pos:]: (args, next_pos), or (None, pos) if incomplete."""
+    if pos >= len(buf):
+        return None, pos
+    if buf[pos:pos + 1] != b"*":
+        nl = buf.find(b"\r\n", pos)
+        if nl < 0:
+            return None, pos
+        return [bytes(a) for a in buf[pos:nl].split()], nl + 2
+    nl = buf.find(b"\r\n", pos)
+    if nl < 0:
+        return None, pos
+    n = int(buf[pos + 1:nl])
+    p = nl + 2
+    args = []
+    for _ in range(n):
+        nl = buf.find(b"\r\n", p)
+        if nl < 0 or buf[p:p + 1] != b"$":
+            if nl >= 0:
+                raise ValueError("expected a bulk string")
+            return None, pos
+        ln = int(buf[p + 1:nl])
+        start = nl + 2
+        if len(buf) < start + ln + 2:
+            return None, pos
+        args.append(bytes(buf[start:start + ln]))
+        p = start + ln + 2
+    return args, p
+
+
+def count(name):
+    with LOCK:
+        STATS[name] = STATS.get(name, 0) + 1
+
+
+def fake_command(args):
+    sub = args[1].upper() if len(args) > 1 else b""
+    with LOCK:
+        if sub == b"STATS":
+            lines = ["%s=%s" % kv for kv in sorted(STATS.items())]
+            lines.append("keys=%d" % len(DATA))
+            return bulk("\n".join(lines).encode())
+        if sub == b"HAS" and len(args) == 3:
+            return b":%d\r\n" % (1 if args[2] in DATA else 0)
+        if sub == b"LEN" and len(args) == 3:
+            v = DATA.get(args[2])
+            return b":%d\r\n" % (-1 if v is None else len(v))
+        if sub == b"FLUSH":
+            DATA.clear()
+            return b"+OK\r\n"
+    return b"-ERR bad FAKE command\r\n"
+
+
+# What a malformed GET reply looks like (the connection stays open).
+MALFORMED = {
+    "badlen": b"$abc\r\n",
+    "negarray": b"*-5\r\n",
+    "huge": b"$536870913\r\n",
+    "hugearray": b"*3000000000\r\n",
+    "badint": b":12x4\r\n",
+    "garbage": b"\x00\x01\x02garbage\xff\r\n",
+    "nocrlf": b"$3\r\nabcXY",
+    "longline": b"$" + b"1" * 100,
+    "deep": b"*1\r\n" * 9 + b":1\r\n",
+    "badelem": b"*2\r\n:1\r\n$abc\r\n",
+}
+
+WRONG = {
+    "integer": b":42\r\n",
+    "array": b"*2\r\n$1\r\na\r\n$2\r\nbc\r\n",
+    "nested": b"*3\r\n:1\r\n$-1\r\n*2\r\n+x\r\n*0\r\n",
+    "empty": b"*0\r\n",
+    "nilarray": b"*-1\r\n",
+    "nilbulk": b"$-1\r\n",
+    "status": b"+OK\r\n",
+    "wrongtype": b"-WRONGTYPE Operation against a key holding the wrong "
+                 b"kind of value\r\n",
+    "error": b"-ERR something went wrong\r\n",
+}
+
+
+def execute(args, mode):
+    """The reply to one command: (bytes, action), action None, 'close'
+    (close after the bytes) or 'hold' (stop answering this connection)."""
+    cmd = args[0].upper() if args else b""
+    count(cmd.decode("latin-1").lower() or "empty")
+    if cmd == b"GET" and len(args) == 2:
+        with LOCK:
+            v = DATA.get(args[1])
+        m = mode.get("get", "normal")
+        if m in WRONG:
+            return WRONG[m], None
+        if m in MALFORMED:
+            return MALFORMED[m], "hold"
+        if m == "unsolicited":
+            return bulk(v) + b":1\r\n", "hold"
+        if m == "close":
+            return b"", "close"
+        if m == "closehead":
+            return b"$123", "close"
+        if m == "closemid":
+            if v is None or len(v) < 2:
+                v = b"x" * 64
+            r = bulk(v)
+            return r[:len(r) // 2], "close"
+        return bulk(v), None
+    if cmd == b"SET" and len(args) >= 3:
+        opts = [a.upper() for a in args[3:]]
+        with LOCK:
+            exists = args[1] in DATA
+            if (b"NX" in opts and exists) or (b"XX" in opts and not exists):
+                return b"$-1\r\n", None
+            DATA[args[1]] = args[2]
+        return b"+OK\r\n", None
+    if cmd in (b"DEL", b"UNLINK", b"EXISTS") and len(args) >= 2:
+        n = 0
+        with LOCK:
+            for k in args[1:]:
+                if k in DATA:
+                    n += 1
+                    if cmd != b"EXISTS":
+                        del DATA[k]
+        return b":%d\r\n" % n, None
+    if cmd == b"EVAL" and len(args) >= 3:
+        nkeys = int(args[2])
+        keys = args[3:3 + nkeys]
+        if b"DEL" in args[1] and keys:
+            with LOCK:
+                n = 1 if DATA.pop(keys[0], None) is not None else 0
+            return b":%d\r\n" % n, None
+        return b"$-1\r\n", None
+    if cmd in (b"AUTH", b"SELECT"):
+        return b"+OK\r\n", None
+    if cmd == b"PING":
+        return (bulk(args[1]) if len(args) > 1 else b"+PONG\r\n"), None
+    if cmd == b"QUIT":
+        return b"+OK\r\n", "close"
+    return b"-ERR unknown command '%s'\r\n" % cmd, None
+
+
+def send_split(sock, data, mode):
+    """Writes data in chunks of `split` bytes with small sleeps between."""
+    n = int(mode.get("split", "0"))
+    if n <= 0 or n >= len(data):
+        sock.sendall(data)
+        return
+    delay = float(mode.get("delay", "0.001"))
+    chunks = (len(data) + n - 1) // n
+    sleeps = max(1, int(mode.get("max_sleeps", "100")))
+    every = max(1, (chunks + sleeps - 1) // sleeps)
+    for i in range(chunks):
+        sock.sendall(data[i * n:(i + 1) * n])
+        if delay > 0 and i + 1 < chunks and (i + 1) % every == 0:
+            time.sleep(delay)
+
+
+def serve(conn, control):
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = bytearray()
+    pos = 0
+    holding = False
+    try:
+        while True:
+            chunk = conn.recv(262144)
+            if not chunk:
+                return
+            buf += chunk
+            if holding:
+                # after a malformed reply: count what the client still sends
+                # (nothing, if it dropped the connection), wait for the close
+                while True:
+                    args, nxt = parse_command(buf, pos)
+                    if args is None:
+                        break
+                    pos = nxt
+                    count("after_bad")
+                continue
+            mode = control.get()
+            coalesce = float(mode.get("coalesce", "0")) / 1000.0
+            if coalesce > 0:
+                deadline = time.monotonic() + coalesce
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not select.select([conn], [], [], left)[0]:
+                        break
+                    more = conn.recv(262144)
+                    if not more:
+                        break
+                    buf += more
+            out = []
+            action = None
+            while action is None:
+                args, nxt = parse_command(buf, pos)
+                if args is None:
+                    break
+                pos = nxt
+                if args and args[0].upper() == b"FAKE":
+                    conn.sendall(fake_command(args))
+                    continue
+                mode = control.get()
+                reply, action = execute(args, mode)
+                out.append(reply)
+            if pos == len(buf):
+                del buf[:]
+                pos = 0
+            if out:
+                with LOCK:
+                    STATS["replies"] += len(out)
+                    STATS["max_batch"] = max(STATS["max_batch"], len(out))
+                send_split(conn, b"".join(out), mode)
+            if action == "close":
+                return
+            if action == "hold":
+                holding = True
+    except (OSError, ValueError):
+        return
+    finally:
+        try:
+            conn.close()
+        except OSError:
+            pass
+
+
+def main(argv):
+    port = 0
+    control_path = os.environ.get("FAKE_REDIS_CONTROL")
+    i = 1
+    while i < len(argv):
+        if argv[i] == "--port":
+            port = int(argv[i + 1])
+            i += 2
+        elif argv[i] == "--control":
+            control_path = argv[i + 1]
+            i += 2
+        else:
+            sys.stderr.write(__doc__)
+            return 2
+    control = Control(control_path)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    parent = os.getppid()
+
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(512)
+    sys.stdout.write("%d\n" % srv.getsockname()[1])
+    sys.stdout.flush()
+
+    watch = [srv]
+    if not sys.stdin.isatty():
+        watch.append(sys.stdin)
+    while True:
+        ready, _, _ = select.select(watch, [], [], 0.5)
+        if os.getppid() != parent:
+            return 0
+        for f in ready:
+            if f is srv:
+                conn, _ = srv.accept()
+                count("connections")
+                threading.Thread(target=serve, args=(conn, control),
+                                 daemon=True).start()
+            elif not os.read(sys.stdin.fileno(), 4096):
+                return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv))
+    except KeyboardInterrupt:
+        sys.exit(0)
