@@ -151,6 +151,9 @@ void for_each_header(ngx_list_t &list, F &&f)
 RequestCtx *get_ctx(ngx_http_request_t *r);      // nullptr if none yet
 RequestCtx *create_ctx(ngx_http_request_t *r);   // nullptr on no memory
 uint32_t method_bit(ngx_uint_t ngx_method);      // NGX_HTTP_* -> core bit
+// Appends `h` to the handlers of an HTTP phase (postconfiguration).
+ngx_int_t add_phase_handler(ngx_conf_t *cf, ngx_http_phases phase,
+                            ngx_http_handler_pt h);
 // A copy of `s` in the pool (not NUL-terminated); nullptr on no memory.
 u_char *pool_dup(ngx_pool_t *pool, std::string_view s);
 // Adds a response header (name and value must outlive the request).

@@ -849,14 +849,11 @@ ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in) noexcept
 
 ngx_int_t cache_init(ngx_conf_t *cf)
 {
-    auto *cmcf = static_cast<ngx_http_core_main_conf_t *>(
-        ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module));
-    auto *h = static_cast<ngx_http_handler_pt *>(
-        ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers));
-    if (h == nullptr) {
+    if (add_phase_handler(cf, NGX_HTTP_PRECONTENT_PHASE, precontent_handler)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
-    *h = precontent_handler;
 
     next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = header_filter;

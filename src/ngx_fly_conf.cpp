@@ -85,8 +85,11 @@ char *guarded(ngx_conf_t *cf, F &&f) noexcept
     return static_cast<char *>(NGX_CONF_ERROR);
 }
 
-// fly_region NAME; fly_primary_region NAME;
-char *set_region(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
+// A string directive whose value may hold ${VAR}: expands it, lets
+// `check` refuse the result (it logs why), and stores it at cmd->offset.
+template <typename Check>
+char *set_expanded(ngx_conf_t *cf, ngx_command_t *cmd, void *conf,
+                   Check &&check) noexcept
 {
     return guarded(cf, [&]() -> char * {
         auto *field = reinterpret_cast<ngx_str_t *>(
@@ -95,15 +98,7 @@ char *set_region(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
             return const_cast<char *>("is duplicate");
         }
         ngx_str_t v;
-        if (!expand_arg(cf, 1, v)) {
-            return static_cast<char *>(NGX_CONF_ERROR);
-        }
-        if (!core::valid_region(std::string_view(
-                reinterpret_cast<const char *>(v.data), v.len)))
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"%V\": invalid region name \"%V\"",
-                               &cmd->name, &v);
+        if (!expand_arg(cf, 1, v) || !check(view(v))) {
             return static_cast<char *>(NGX_CONF_ERROR);
         }
         *field = v;
@@ -111,34 +106,37 @@ char *set_region(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
     });
 }
 
+// fly_region NAME; fly_primary_region NAME;
+char *set_region(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
+{
+    return set_expanded(cf, cmd, conf, [&](std::string_view v) {
+        if (core::valid_region(v)) {
+            return true;
+        }
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": invalid region name \"%*s\"",
+                           &cmd->name, v.size(), v.data());
+        return false;
+    });
+}
+
 // fly_redis URL; fly_redis_primary URL;
 char *set_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
 {
-    return guarded(cf, [&]() -> char * {
-        auto *field = reinterpret_cast<ngx_str_t *>(
-            static_cast<char *>(conf) + cmd->offset);
-        if (field->data != nullptr) {
-            return const_cast<char *>("is duplicate");
-        }
-        ngx_str_t v;
-        if (!expand_arg(cf, 1, v)) {
-            return static_cast<char *>(NGX_CONF_ERROR);
-        }
+    return set_expanded(cf, cmd, conf, [&](std::string_view v) {
         // Check the syntax now, with a stand-in region, so a mistake is
         // reported at this line; the real region is put in later.
-        std::string url = core::expand_region(
-            std::string_view(reinterpret_cast<const char *>(v.data), v.len),
-            "region");
         core::RedisUrl parsed;
         std::string err;
-        if (!core::parse_redis_url(url, parsed, err)) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"%V\": invalid Redis URL: %s",
-                               &cmd->name, err.c_str());
-            return static_cast<char *>(NGX_CONF_ERROR);
+        if (core::parse_redis_url(core::expand_region(v, "region"), parsed,
+                                  err))
+        {
+            return true;
         }
-        *field = v;
-        return static_cast<char *>(NGX_CONF_OK);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": invalid Redis URL: %s", &cmd->name,
+                           err.c_str());
+        return false;
     });
 }
 

@@ -288,14 +288,9 @@ ngx_int_t header_filter(ngx_http_request_t *r) noexcept
 
 ngx_int_t replay_init(ngx_conf_t *cf)
 {
-    auto *cmcf = static_cast<ngx_http_core_main_conf_t *>(
-        ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module));
-    auto *h = static_cast<ngx_http_handler_pt *>(
-        ngx_array_push(&cmcf->phases[NGX_HTTP_REWRITE_PHASE].handlers));
-    if (h == nullptr) {
+    if (add_phase_handler(cf, NGX_HTTP_REWRITE_PHASE, handler) != NGX_OK) {
         return NGX_ERROR;
     }
-    *h = handler;
 
     next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = header_filter;

@@ -168,6 +168,20 @@ uint32_t method_bit(ngx_uint_t m)
     }
 }
 
+ngx_int_t add_phase_handler(ngx_conf_t *cf, ngx_http_phases phase,
+                            ngx_http_handler_pt h)
+{
+    auto *cmcf = static_cast<ngx_http_core_main_conf_t *>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module));
+    auto *slot = static_cast<ngx_http_handler_pt *>(
+        ngx_array_push(&cmcf->phases[phase].handlers));
+    if (slot == nullptr) {
+        return NGX_ERROR;
+    }
+    *slot = h;
+    return NGX_OK;
+}
+
 u_char *pool_dup(ngx_pool_t *pool, std::string_view s)
 {
     auto *p = static_cast<u_char *>(ngx_pnalloc(pool, s.size() ? s.size() : 1));
