@@ -143,43 +143,8 @@ sub app_count {
 sub parallel_get {
     my ($n, $path, %o) = @_;
     my @paths = ref $path ? @$path : ($path) x $n;
-    my $port = topology()->nginx_port($o{region} // 'atl');
-    my $sel = IO::Select->new;
-    my (@c, %by_fd);
-    for my $p (@paths) {
-        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp', Timeout => 5)
-            or die "connect to nginx: $!";
-        my $c = { sock => $s, buf => '', t0 => time, path => $p };
-        syswrite($s, "GET $p HTTP/1.0\r\nHost: $HOST\r\n\r\n") or die "write: $!";
-        $s->blocking(0);
-        push @c, $c;
-        $by_fd{fileno $s} = $c;
-        $sel->add($s);
-    }
-    my $deadline = time + ($o{timeout} // 10);
-    while ($sel->count && time < $deadline) {
-        for my $s ($sel->can_read(0.05)) {
-            my $c = $by_fd{fileno $s};
-            my $got = sysread($s, my $chunk, 65536);
-            next if !defined $got && ($!{EAGAIN} || $!{EWOULDBLOCK});
-            if ($got) { $c->{buf} .= $chunk; next }
-            $c->{elapsed} = time - $c->{t0};
-            $sel->remove($s);
-            close $s;
-        }
-    }
-    close $_ for $sel->handles;
-    my @out;
-    for my $c (@c) {
-        my ($head, $body) = split /\r\n\r\n/, $c->{buf}, 2;
-        my ($status) = ($head // '') =~ m{^HTTP/1\.\d (\d{3})};
-        my %h;
-        for my $line (split /\r\n/, $head // '') {
-            $h{lc $1} = $2 if $line =~ /^([^:]+):\s*(.*)$/;
-        }
-        push @out, { path => $c->{path}, status => $status // 0, headers => \%h, content => $body // '', elapsed => $c->{elapsed} };
-    }
-    return @out;
+    return FlyEdge::Test::parallel_get(\@paths, region => $o{region} // 'atl', host => $HOST,
+                                       timeout => $o{timeout} // 10);
 }
 
 # Every one of the parallel answers came from the app, with X-Cache $cache,

@@ -181,46 +181,7 @@ sub poll_until {
 # { path, status, headers, content, elapsed } in order.
 sub parallel_get {
     my (@paths) = @_;
-    my $port = topology()->nginx_port('atl');
-    my $sel = IO::Select->new;
-    my (@c, %by_fd);
-    for my $p (@paths) {
-        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp', Timeout => 5)
-            or die "connect to nginx: $!";
-        my $c = { sock => $s, buf => '', t0 => time, path => $p };
-        push @c, $c;
-        $by_fd{fileno $s} = $c;
-    }
-    for my $c (@c) {    # all connected first, then all asked at once
-        syswrite($c->{sock}, "GET $c->{path} HTTP/1.0\r\nHost: $HOST\r\n\r\n") or die "write: $!";
-        $c->{sock}->blocking(0);
-        $sel->add($c->{sock});
-    }
-    my $deadline = time + 15;
-    while ($sel->count && time < $deadline) {
-        for my $s ($sel->can_read(0.05)) {
-            my $c = $by_fd{fileno $s};
-            my $got = sysread($s, my $chunk, 262144);
-            next if !defined $got && ($!{EAGAIN} || $!{EWOULDBLOCK});
-            if ($got) { $c->{buf} .= $chunk; next }
-            $c->{elapsed} = time - $c->{t0};
-            $sel->remove($s);
-            close $s;
-        }
-    }
-    close $_ for $sel->handles;
-    my @out;
-    for my $c (@c) {
-        my ($head, $body) = split /\r\n\r\n/, $c->{buf}, 2;
-        my ($status) = ($head // '') =~ m{^HTTP/1\.\d (\d{3})};
-        my %h;
-        for my $line (split /\r\n/, $head // '') {
-            $h{lc $1} = $2 if $line =~ /^([^:]+):\s*(.*)$/;
-        }
-        push @out, { path => $c->{path}, status => $status // 0, headers => \%h, content => $body // '',
-                     elapsed => $c->{elapsed} };
-    }
-    return @out;
+    return FlyEdge::Test::parallel_get(\@paths, region => 'atl', host => $HOST);
 }
 
 # No worker crashed, and the workers are the ones that were there.

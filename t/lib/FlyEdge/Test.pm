@@ -14,9 +14,10 @@ use HTTP::Tiny;
 use JSON::PP ();
 use Time::HiRes qw(time sleep);
 use Carp qw(croak);
+use IO::Socket::INET;
 
-my @EXPORTS = qw(run_tests topology send_request block_error_log json_decode json_encode
-                 current_block cookie_jar);
+my @EXPORTS = qw(run_tests topology send_request parallel_get block_error_log json_decode
+                 json_encode current_block cookie_jar);
 
 our $T;                 # the topology of this test file
 our $BLOCK;             # the block being run
@@ -257,6 +258,59 @@ sub _headers_list {
 # route => 'header' the main port plus `fly-prefer-region: <region>`), or
 # straight to the region's nginx with direct => 1.  %%PLACEHOLDERS%% are
 # substituted.  Returns HTTP::Tiny's response plus {elapsed} (seconds).
+
+# parallel_get(\@paths, region => R, host => H, timeout => S): one HTTP/1.0
+# GET per path, each on its own connection straight to R's nginx, all
+# connected first and then sent at once (so they are in flight together).
+# Returns, in the order of @paths, { path, status, headers (lower-case
+# names), content, elapsed }; status 0 and elapsed undef when the answer did
+# not end before the timeout.
+sub parallel_get {
+    my ($paths, %o) = @_;
+    require IO::Select;
+    my $port = $T->nginx_port($o{region} // 'scl');
+    my $host = $o{host} // 'localhost';
+    my $sel = IO::Select->new;
+    my (@c, %by_fd);
+    for my $p (@$paths) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp', Timeout => 5)
+            or die "connect to nginx: $!";
+        my $c = { sock => $s, buf => '', t0 => time, path => $p };
+        push @c, $c;
+        $by_fd{fileno $s} = $c;
+    }
+    for my $c (@c) {
+        syswrite($c->{sock}, "GET $c->{path} HTTP/1.0\r\nHost: $host\r\n\r\n") or die "write: $!";
+        $c->{sock}->blocking(0);
+        $sel->add($c->{sock});
+    }
+    my $deadline = time + ($o{timeout} // 15);
+    while ($sel->count && time < $deadline) {
+        for my $s ($sel->can_read(0.05)) {
+            my $c = $by_fd{fileno $s};
+            my $got = sysread($s, my $chunk, 262144);
+            next if !defined $got && ($!{EAGAIN} || $!{EWOULDBLOCK});
+            if ($got) { $c->{buf} .= $chunk; next }
+            $c->{elapsed} = time - $c->{t0};
+            $sel->remove($s);
+            close $s;
+        }
+    }
+    close $_ for $sel->handles;
+    my @out;
+    for my $c (@c) {
+        my ($head, $body) = split /\r\n\r\n/, $c->{buf}, 2;
+        my ($status) = ($head // '') =~ m{^HTTP/1\.\d (\d{3})};
+        my %h;
+        for my $line (split /\r\n/, $head // '') {
+            $h{lc $1} = $2 if $line =~ /^([^:]+):\s*(.*)$/;
+        }
+        push @out, { path => $c->{path}, status => $status // 0, headers => \%h, content => $body // '',
+                     elapsed => $c->{elapsed} };
+    }
+    return @out;
+}
+
 sub send_request {
     my (%req) = @_;
     my $r = $req{region} // 'scl';
