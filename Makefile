@@ -89,6 +89,7 @@ itest-asan:
 	FLY_EDGE_MODULE=$(CURDIR)/build/asan/ngx_http_fly_edge_module.so \
 	FLY_EDGE_LD_PRELOAD=$$($(CXX) -print-file-name=libasan.so) \
 	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	FLY_TEST_TIME_SCALE=$${FLY_TEST_TIME_SCALE:-4} \
 	    prove -I t/lib -r t/
 
 test: deps

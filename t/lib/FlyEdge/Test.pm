@@ -17,7 +17,7 @@ use Carp qw(croak);
 use IO::Socket::INET;
 
 my @EXPORTS = qw(run_tests topology send_request parallel_get block_error_log json_decode
-                 json_encode current_block cookie_jar);
+                 json_encode current_block cookie_jar time_scale scaled);
 
 our $T;                 # the topology of this test file
 our $BLOCK;             # the block being run
@@ -37,6 +37,12 @@ sub import {
 }
 
 sub topology      { $T }
+
+# How much slower this run may be than a plain one: FLY_TEST_TIME_SCALE (the
+# Makefile sets it for the sanitizer pass), at least 1.  Every bound a test
+# puts on how long something may take is scaled($seconds).
+sub time_scale    { my $s = $ENV{FLY_TEST_TIME_SCALE}; defined $s && $s =~ /^\d+(?:\.\d+)?$/ && $s >= 1 ? $s : 1 }
+sub scaled        { $_[0] * time_scale() }
 sub current_block { $BLOCK }
 sub cookie_jar    { $BLOCK_STATE{jar} }
 sub json_decode   { JSON::PP->new->allow_nonref->decode($_[0]) }
