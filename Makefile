@@ -133,11 +133,11 @@ $(DEB): $(DEB_INPUTS)
 
 test-deb: deb
 	@docker/bin/apt-ensure debootstrap binutils
-	FLY_EDGE_DEB=$(DEB) BUILD=$(BUILD) prove t/pkg/deb.t
+	FLY_EDGE_DEB=$(DEB) BUILD=$(BUILD) prove t/pkg/deb.test
 
 docker:
 	BUILD=$(BUILD) docker/bin/build-images $(VERSION) "$(FLY_EDGE_COMMIT)"
 
 test-docker: docker
 	@docker/bin/apt-ensure libredis-perl iproute2
-	BUILD=$(BUILD) FLY_EDGE_IMAGE_TAG=$(VERSION) prove t/pkg/docker.t
+	BUILD=$(BUILD) FLY_EDGE_IMAGE_TAG=$(VERSION) prove t/pkg/docker.test
