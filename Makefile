@@ -139,5 +139,5 @@ docker:
 	BUILD=$(BUILD) docker/bin/build-images $(VERSION) "$(FLY_EDGE_COMMIT)"
 
 test-docker: docker
-	@docker/bin/apt-ensure libredis-perl iproute2
+	@docker/bin/apt-ensure buildah iproute2
 	BUILD=$(BUILD) FLY_EDGE_IMAGE_TAG=$(VERSION) prove t/pkg/docker.test
