@@ -106,3 +106,38 @@ bench: deps
 
 clean:
 	rm -rf $(BUILD)
+
+# ---- Packaging: the Debian package and the images (issue 12) ---------------
+#   make deb          build/libnginx-mod-http-fly-edge_$(DEB_VERSION)_<arch>.deb
+#   make test-deb     install it in a throwaway Debian 12 root, use it, remove, purge
+#   make docker       the fly-edge and fly-edge-redis images (docker, else buildah)
+#   make test-docker  build both; nginx -t and a request in the edge image;
+#                     the Redis entrypoint as primary and replica, replicating
+# The package version is VERSION (a snapshot: make deb DEB_VERSION=0.1.0+git...);
+# the git commit it was built from goes into its changelog. These targets
+# need root (dpkg-buildpackage does not) and install what they lack with apt-get.
+VERSION         := 0.1.0
+DEB_VERSION     ?= $(VERSION)
+FLY_EDGE_COMMIT ?= $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+DEB_ARCH        := $(shell dpkg --print-architecture 2>/dev/null)
+DEB             := $(BUILD)/libnginx-mod-http-fly-edge_$(DEB_VERSION)_$(DEB_ARCH).deb
+DEB_INPUTS      := config config.make Makefile README.md $(NGX_SRCS) $(CORE_SRCS) $(CORE_HDRS) \
+                   docker/bin/build-deb $(shell find docker/debian -type f 2>/dev/null)
+
+.PHONY: deb test-deb docker test-docker
+
+deb: $(DEB)
+
+$(DEB): $(DEB_INPUTS)
+	docker/bin/build-deb $(BUILD) $(DEB_VERSION) "$(FLY_EDGE_COMMIT)"
+
+test-deb: deb
+	@docker/bin/apt-ensure debootstrap binutils
+	FLY_EDGE_DEB=$(DEB) BUILD=$(BUILD) prove t/pkg/deb.test
+
+docker:
+	BUILD=$(BUILD) docker/bin/build-images $(VERSION) "$(FLY_EDGE_COMMIT)"
+
+test-docker: docker
+	@docker/bin/apt-ensure buildah iproute2
+	BUILD=$(BUILD) FLY_EDGE_IMAGE_TAG=$(VERSION) prove t/pkg/docker.test
