@@ -15,7 +15,8 @@
 #include "fuzz.hpp"
 
 #include <cstring>
-#include <new>
+
+#include <sanitizer/allocator_interface.h>
 
 #include "core/cache_entry.hpp"
 #include "core/http_text.hpp"
@@ -23,23 +24,18 @@
 using namespace fly::core;
 
 // ---- allocation counter: decode_entry() must not allocate ----
+// The sanitizer's allocation hook sees every malloc and operator new.
 
 static thread_local size_t g_allocations = 0;
 
-void *operator new(size_t n)
+static void count_malloc(const volatile void *, size_t) { g_allocations++; }
+static void count_free(const volatile void *) {}
+
+extern "C" int LLVMFuzzerInitialize(int *, char ***)
 {
-    g_allocations++;
-    void *p = std::malloc(n != 0 ? n : 1);
-    if (p == nullptr) {
-        throw std::bad_alloc();
-    }
-    return p;
+    __sanitizer_install_malloc_and_free_hooks(count_malloc, count_free);
+    return 0;
 }
-void *operator new[](size_t n) { return operator new(n); }
-void operator delete(void *p) noexcept { std::free(p); }
-void operator delete(void *p, size_t) noexcept { std::free(p); }
-void operator delete[](void *p) noexcept { std::free(p); }
-void operator delete[](void *p, size_t) noexcept { std::free(p); }
 
 namespace {
 

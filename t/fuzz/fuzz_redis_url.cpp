@@ -27,13 +27,16 @@ bool same(const RedisUrl &a, const RedisUrl &b)
            a.password == b.password && a.db == b.db && a.ipv6 == b.ipv6;
 }
 
+// Percent-encodes all but the unreserved bytes (RFC 3986 2.3), and NUL:
+// the parser refuses %00 but takes a raw NUL as it is (a NUL cannot come
+// from an environment variable, only from the configuration file).
 std::string pct(std::string_view s)
 {
     static const char kHex[] = "0123456789ABCDEF";
     std::string o;
     for (unsigned char c : s) {
         if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-            c == '-' || c == '.' || c == '_' || c == '~') {
+            c == '-' || c == '.' || c == '_' || c == '~' || c == 0) {
             o += static_cast<char>(c);
         } else {
             o += '%';
