@@ -14,7 +14,8 @@
 //     a literal password) the message holds none of the template (checked
 //     with a marker byte 0x01);
 //   - expand_region() agrees with a model (leftmost, non-overlapping
-//     replacement), and replacing by "{region}" itself is the identity.
+//     replacement), and replacing by "{region}" itself is the identity;
+//   - valid_region() takes exactly 1..32 of [a-z0-9-].
 #include "fuzz.hpp"
 
 #include <cstring>
@@ -107,6 +108,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     std::string r = expand_region(expanded, region);
     FUZZ_CHECK(r == model_region(expanded, region));
     FUZZ_CHECK(expand_region(expanded, "{region}") == expanded);
+
+    bool region_ok = !region.empty() && region.size() <= 32;
+    for (char c : region) {
+        region_ok = region_ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-');
+    }
+    FUZZ_CHECK(valid_region(region) == region_ok);
 
     RedisUrl url;
     std::string url_err;
