@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "core/http_text.hpp"
+
 // A property that does not hold is a crash: libFuzzer saves the input.
 #define FUZZ_CHECK(cond)                                                      \
     do {                                                                      \
@@ -108,6 +110,35 @@ inline std::vector<std::string_view> words(std::string_view s)
             return out;
         }
         s.remove_prefix(sp + 1);
+    }
+}
+
+}  // namespace fuzz
+
+namespace fuzz {
+
+// ASCII upper- or lower-cased copy.
+inline std::string recase(std::string_view s, bool up)
+{
+    std::string r(s);
+    for (char &c : r) {
+        if (up && c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+        if (!up && c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    }
+    return r;
+}
+
+// The elements of a comma-separated list (RFC 9110 5.6.1), trimmed of
+// white space, empty ones dropped.
+inline std::vector<std::string_view> list_elements(std::string_view list)
+{
+    std::vector<std::string_view> out;
+    while (true) {
+        size_t comma = list.find(',');
+        std::string_view e = fly::core::trim_ows(list.substr(0, comma));
+        if (!e.empty()) out.push_back(e);
+        if (comma == std::string_view::npos) return out;
+        list.remove_prefix(comma + 1);
     }
 }
 

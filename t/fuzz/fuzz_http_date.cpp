@@ -56,16 +56,6 @@ std::string imf(int64_t t)
     return buf;
 }
 
-std::string recase(std::string_view s, bool up)
-{
-    std::string r(s);
-    for (char &c : r) {
-        if (up && c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-        if (!up && c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    }
-    return r;
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -75,8 +65,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool ok = parse_http_date(in, t);
 
     int64_t u = 0;
-    FUZZ_CHECK(parse_http_date(recase(in, true), u) == ok && (!ok || u == t));
-    FUZZ_CHECK(parse_http_date(recase(in, false), u) == ok && (!ok || u == t));
+    FUZZ_CHECK(parse_http_date(fuzz::recase(in, true), u) == ok && (!ok || u == t));
+    FUZZ_CHECK(parse_http_date(fuzz::recase(in, false), u) == ok && (!ok || u == t));
     std::string padded = " \t";
     padded.append(in);
     padded += "\t ";

@@ -31,22 +31,10 @@ namespace {
 
 constexpr char kSep = '\x1f';
 
-std::vector<std::string_view> elements(std::string_view list)
-{
-    std::vector<std::string_view> out;
-    while (true) {
-        size_t comma = list.find(',');
-        std::string_view e = trim_ows(list.substr(0, comma));
-        if (!e.empty()) out.push_back(e);
-        if (comma == std::string_view::npos) return out;
-        list.remove_prefix(comma + 1);
-    }
-}
-
 bool model_names(std::string_view vary, std::vector<std::string> &names)
 {
     std::set<std::string> set;
-    for (std::string_view e : elements(vary)) {
+    for (std::string_view e : fuzz::list_elements(vary)) {
         if (e == "*") return false;
         std::string n;
         for (char c : e) {
@@ -63,7 +51,7 @@ bool model_names(std::string_view vary, std::vector<std::string> &names)
 std::string normalized(std::string_view value)
 {
     std::string out;
-    for (std::string_view e : elements(value)) {
+    for (std::string_view e : fuzz::list_elements(value)) {
         if (!out.empty()) out += ',';
         out.append(e);
     }
