@@ -5,8 +5,8 @@
 // checksum recomputed where the layout puts it), so that mutations reach
 // the checks behind the checksum instead of stopping at bad_checksum.
 //
-// Properties, for every entry decode_entry() accepts:
-//   - no allocation during decode_entry();
+// Properties: decode_entry() never allocates (nor reads outside the
+// input: ASan, on an exact-size copy); for every entry it accepts:
 //   - every field obeys the documented rules (status, stored, header
 //     syntax, vary marker shape, generation token), every view lies in
 //     the input and the body ends where the input ends;
