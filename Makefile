@@ -94,6 +94,7 @@ itest-asan:
 
 test: deps
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory itest
 	@$(MAKE) --no-print-directory itest-asan
 
@@ -103,6 +104,43 @@ run: deps module
 bench: deps
 	-@$(MAKE) --no-print-directory module
 	perl -I t/lib t/bench/bench
+
+# ---- fuzzing: libFuzzer targets of the core's parsers (t/fuzz/README.md) ----
+#   make fuzz         each target for FUZZ_SECONDS (FUZZ_JOBS at a time); new
+#                     corpus entries and crash inputs go to build/fuzz/
+#   make fuzz-smoke   a short round of each target plus every saved regression
+#                     input (t/fuzz/regress/); part of make test
+# FUZZ=name1,name2 limits either to some targets.
+DEB_PKGS += clang-14 libclang-rt-14-dev
+FUZZ_CXX           ?= clang++-14
+FUZZ_SECONDS       ?= 60
+FUZZ_JOBS          ?= 1
+FUZZ_SMOKE_RUNS    ?= 100000
+FUZZ_SMOKE_SECONDS ?= 6
+FUZZ               ?=
+FUZZ_NAMES := $(patsubst t/fuzz/fuzz_%.cpp,%,$(wildcard t/fuzz/fuzz_*.cpp))
+FUZZ_BINS  := $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_NAMES))
+FUZZ_OBJS  := $(patsubst src/core/%.cpp,$(BUILD)/fuzz/core/%.o,$(CORE_SRCS))
+FUZZ_FLAGS := -std=c++17 -g -O1 -Wall -Wextra -Isrc -fno-omit-frame-pointer \
+              -fsanitize=address,undefined -fno-sanitize-recover=all
+
+.PHONY: fuzz fuzz-smoke fuzz-build
+.SECONDARY: $(FUZZ_OBJS)
+
+$(BUILD)/fuzz/core/%.o: src/core/%.cpp $(CORE_HDRS)
+	@mkdir -p $(@D)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(BUILD)/fuzz/fuzz_%: t/fuzz/fuzz_%.cpp t/fuzz/fuzz.hpp $(FUZZ_OBJS)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -Werror -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJS)
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	t/fuzz/run long $(BUILD)/fuzz $(FUZZ_SECONDS) $(FUZZ_JOBS) $(or $(FUZZ),$(FUZZ_NAMES))
+
+fuzz-smoke: fuzz-build
+	@t/fuzz/run smoke $(BUILD)/fuzz "$(FUZZ_SMOKE_RUNS) $(FUZZ_SMOKE_SECONDS)" 1 $(or $(FUZZ),$(FUZZ_NAMES))
 
 clean:
 	rm -rf $(BUILD)

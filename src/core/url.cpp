@@ -117,7 +117,8 @@ bool valid_ipv4(std::string_view s)
 
 bool valid_ipv6(std::string_view s)
 {
-    if (s.empty() || s.size() > 45) {
+    // inet_pton() reads a C string: an embedded NUL would hide what follows
+    if (s.empty() || s.size() > 45 || s.find('\0') != std::string_view::npos) {
         return false;
     }
     char buf[46];
