@@ -75,7 +75,7 @@ struct LocConf {
     ngx_str_t replay_forward;           // "@name" or empty
     ngx_flag_t replay_forward_always;
 
-    // cache (ngx_fly_cache.cpp)
+    // cache (ngx_fly_cache_*.cpp)
     ngx_flag_t cache;
     ngx_http_complex_value_t *cache_key;
     ngx_uint_t cache_methods;           // core::Method bits
@@ -112,7 +112,7 @@ struct RequestCtx {
     core::ReplayAction replay_action;
     ngx_str_t replay_state;             // $fly_replay
     CacheStatus cache_status;           // $fly_cache_status
-    CacheCtx *cache;                    // ngx_fly_cache.cpp's own state
+    CacheCtx *cache;                    // the cache's own state (ngx_fly_cache.hpp)
 };
 
 // Small helpers the shell's files share.
@@ -175,7 +175,7 @@ ngx_int_t add_variables(ngx_conf_t *cf);
 // ngx_fly_replay.cpp
 ngx_int_t replay_init(ngx_conf_t *cf);          // postconfiguration part
 
-// ngx_fly_cache.cpp
+// ngx_fly_cache_lookup.cpp
 ngx_int_t cache_init(ngx_conf_t *cf);           // postconfiguration part
 
 // Logs at most once per second per worker for each `slot` (a static
