@@ -68,9 +68,16 @@ ngx_int_t send_hit(ngx_http_request_t *r, RequestCtx *ctx,
         std::string_view name = e.headers[i].name;
         std::string_view value = e.headers[i].value;
         if (core::iequals(name, "Content-Type")) {
+            // As the upstream module sets it on the MISS: the filters
+            // that match types (gzip, ssi, sub_filter, charset) compare
+            // the type without the charset, which goes to its own field.
+            core::ContentType ct = core::split_content_type(value);
             r->headers_out.content_type.len = value.size();
             r->headers_out.content_type.data = (u_char *) value.data();
-            r->headers_out.content_type_len = value.size();
+            r->headers_out.content_type_len = ct.type_len;
+            r->headers_out.content_type_lowcase = nullptr;
+            r->headers_out.charset.len = ct.charset.size();
+            r->headers_out.charset.data = (u_char *) ct.charset.data();
             continue;
         }
         if (core::iequals(name, "Content-Length")) {

@@ -224,6 +224,41 @@ std::string_view verdict_name(StoreVerdict v)
     return "unknown";
 }
 
+ContentType split_content_type(std::string_view v)
+{
+    ContentType ct;
+    ct.type_len = v.size();
+    // As nginx does: at each ';', skip spaces; a "charset=" there ends
+    // the type (case-insensitive), anything else is passed over.
+    for (size_t i = 0; i < v.size(); i++) {
+        if (v[i] != ';') {
+            continue;
+        }
+        size_t semi = i;
+        size_t p = i + 1;
+        while (p < v.size() && v[p] == ' ') {
+            p++;
+        }
+        constexpr std::string_view kCharset = "charset=";
+        if (!iequals(v.substr(p, kCharset.size()), kCharset)) {
+            i = p;      // nginx steps over the character after the spaces
+            continue;
+        }
+        p += kCharset.size();
+        size_t end = v.size();
+        if (p < end && v[p] == '"') {
+            p++;
+        }
+        if (end > p && v[end - 1] == '"') {
+            end--;
+        }
+        ct.type_len = semi;
+        ct.charset = v.substr(p, end - p);
+        return ct;
+    }
+    return ct;
+}
+
 bool is_hop_by_hop(std::string_view name, std::string_view connection)
 {
     // RFC 9110 7.6.1, plus Keep-Alive and Proxy-Connection which predate it

@@ -73,6 +73,18 @@ StoreDecision decide_store(const ResponseFacts &facts, const CachePolicy &policy
 // Short reason for logs ("no-store", "private", ...).
 std::string_view verdict_name(StoreVerdict v);
 
+// A stored Content-Type as nginx's upstream module hands one to the
+// filters (ngx_http_upstream_copy_content_type): `type_len` is the length
+// of the value up to the ';' that starts a charset parameter (the whole
+// value when there is none), `charset` that parameter's value, without
+// quotes.  gzip_types, ssi_types, sub_filter_types and charset_types
+// match the first type_len bytes, so a HIT is filtered like its MISS.
+struct ContentType {
+    size_t type_len = 0;
+    std::string_view charset;           // points into the value
+};
+ContentType split_content_type(std::string_view value);
+
 // Headers a cache drops when storing (RFC 9110 7.6.1): Connection,
 // Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade,
 // Proxy-Authenticate, Proxy-Authorization, and any header named in the

@@ -406,6 +406,48 @@ void test_verdict_names(void **)
     assert_sv_equal(verdict_name(static_cast<StoreVerdict>(200)), "unknown");
 }
 
+// ---- Content-Type as nginx's upstream module reads it ----
+
+void content_type_is(std::string_view value, std::string_view type,
+                     std::string_view charset)
+{
+    ContentType ct = split_content_type(value);
+    assert_sv_equal(value.substr(0, ct.type_len), type);
+    assert_sv_equal(ct.charset, charset);
+    if (!ct.charset.empty()) {           // a view into the value itself
+        assert_true(ct.charset.data() >= value.data()
+                    && ct.charset.data() + ct.charset.size()
+                           <= value.data() + value.size());
+    }
+}
+
+void test_split_content_type(void **)
+{
+    content_type_is("text/html", "text/html", "");
+    content_type_is("", "", "");
+    content_type_is("text/html; charset=utf-8", "text/html", "utf-8");
+    content_type_is("text/html;charset=UTF-8", "text/html", "UTF-8");
+    content_type_is("text/html;   CharSet=koi8-r", "text/html", "koi8-r");
+    content_type_is("text/html; charset=\"utf-8\"", "text/html", "utf-8");
+    // other parameters: the type ends only at the ';' before charset=
+    content_type_is("text/html; q=1; charset=utf-8", "text/html; q=1", "utf-8");
+    content_type_is("text/html; q=1", "text/html; q=1", "");
+    // what follows charset= is all the charset, as nginx takes it
+    content_type_is("text/html; charset=utf-8; x=y", "text/html", "utf-8; x=y");
+    // degenerate values do not read past the end
+    content_type_is("text/html;", "text/html;", "");
+    content_type_is("text/html;   ", "text/html;   ", "");
+    content_type_is("text/html; charset=", "text/html", "");
+    content_type_is("text/html; charset=\"", "text/html", "");
+    content_type_is("text/html; charset=\"\"", "text/html", "");
+    content_type_is(";charset=x", "", "x");
+    // a tab is not skipped (nginx skips spaces only)
+    content_type_is("text/html;\tcharset=utf-8", "text/html;\tcharset=utf-8", "");
+    // nginx steps over the character after the spaces of a ';' it passes
+    content_type_is("text/html; ;charset=x", "text/html; ;charset=x", "");
+    content_type_is("text/html; a;charset=x", "text/html; a", "x");
+}
+
 // ---- hop-by-hop ----
 
 void test_hop_by_hop(void **)
@@ -588,6 +630,7 @@ int main()
         cmocka_unit_test(test_min_max_ttl),
         cmocka_unit_test(test_stale_extensions),
         cmocka_unit_test(test_verdict_names),
+        cmocka_unit_test(test_split_content_type),
         cmocka_unit_test(test_hop_by_hop),
         cmocka_unit_test(test_build_key),
         cmocka_unit_test(test_vary_names),
