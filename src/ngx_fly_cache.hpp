@@ -26,6 +26,8 @@ struct CacheCtx {
     bool waiting;                // parked on a GET
     bool lookup_variant;         // the GET in flight is for the variant
     bool want_store;             // a fill may happen if the response allows
+    uint8_t uri_changes;         // r->uri_changes at the lookup: the fill
+                                 // belongs to the location that looked up
     bool capturing;              // body filter is copying the body
     std::string entry;           // the entry being captured
     size_t prefix_len;

@@ -293,12 +293,21 @@ ngx_int_t header_filter(ngx_http_request_t *r) noexcept
         return NGX_ERROR;
     }
     if (cc->want_store && !cc->capturing) {
-        try {
-            begin_store(r, lcf, cc);
-        } catch (const std::exception &e) {
-            cc->capturing = false;
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "fly_cache: %s; not storing", e.what());
+        if (r->uri_changes != cc->uri_changes) {
+            // An internal redirect since the lookup (error_page, try_files,
+            // X-Accel-Redirect, a named location): this is another
+            // location's response, not the one the key stands for.
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "fly cache: not storing: internal redirect "
+                           "since the lookup");
+        } else {
+            try {
+                begin_store(r, lcf, cc);
+            } catch (const std::exception &e) {
+                cc->capturing = false;
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                              "fly_cache: %s; not storing", e.what());
+            }
         }
         cc->want_store = false;
     }

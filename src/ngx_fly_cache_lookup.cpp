@@ -302,6 +302,8 @@ ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
         return NGX_DECLINED;
     }
 
+    cc->uri_changes = r->uri_changes;
+
     ngx_str_t key;
     if (ngx_http_complex_value(r, lcf->cache_key, &key) != NGX_OK) {
         return NGX_DECLINED;
