@@ -26,6 +26,10 @@ void response_facts(ngx_http_request_t *r, core::ResponseFacts &f,
     f.now = ngx_time();
     f.request_authorization = r->headers_in.authorization != nullptr;
     f.request_range = r->headers_in.range != nullptr;
+    ngx_http_headers_in_t &in = r->headers_in;
+    f.request_conditional = in.if_match || in.if_none_match
+                            || in.if_modified_since || in.if_unmodified_since
+                            || in.if_range;
 
     for_each_header(r->headers_out.headers, [&](ngx_table_elt_t &h) {
         std::string_view k = view(h.key);

@@ -45,12 +45,14 @@ int64_t sat_sub(int64_t a, int64_t b)
     return r;
 }
 
-// Final statuses only; never 206 (we do not combine partial content) nor
-// 304 (it updates a stored response, it is not one: RFC 9111 4.3.4).
+// Final statuses only; never 206 (we do not combine partial content),
+// 304 (it updates a stored response, it is not one: RFC 9111 4.3.4) nor
+// 412 (a precondition of that one request failed: RFC 9110 15.5.13).
 // Statuses beyond 599 are not HTTP's and are not stored.
 bool cacheable_status(int status)
 {
-    return status >= 200 && status <= 599 && status != 206 && status != 304;
+    return status >= 200 && status <= 599 && status != 206 && status != 304
+           && status != 412;
 }
 
 // RFC 9111 3.5: a shared cache stores a response to a request with
@@ -129,6 +131,11 @@ bool refusal(const ResponseFacts &f, const CachePolicy &p, StoreVerdict &why)
     const CacheControl &cc = f.cc;
     if (!cacheable_status(f.status)) {
         why = StoreVerdict::status;
+    } else if (f.request_conditional && f.status != 200) {
+        // proxy_cache removes the preconditions from the request it sends,
+        // so it always gets the full answer; we see the origin's answer to
+        // them, and only a 200 is the one an unconditional request gets.
+        why = StoreVerdict::conditional;
     } else if (cc.no_store) {                       // RFC 9111 5.2.2.5
         why = StoreVerdict::no_store;
     } else if (cc.is_private) {                     // RFC 9111 5.2.2.7
@@ -220,6 +227,7 @@ std::string_view verdict_name(StoreVerdict v)
     case StoreVerdict::expired:       return "expired";
     case StoreVerdict::range:         return "range";
     case StoreVerdict::invalid:       return "invalid-cache-control";
+    case StoreVerdict::conditional:   return "conditional";
     }
     return "unknown";
 }

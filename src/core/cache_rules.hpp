@@ -40,6 +40,10 @@ struct ResponseFacts {
     bool vary_star = false;             // Vary contains "*"
     bool request_authorization = false; // the request had Authorization
     bool request_range = false;         // the request had Range
+    // The request had a precondition (If-Match, If-None-Match,
+    // If-Modified-Since, If-Unmodified-Since, If-Range): only a 200 answers
+    // it with the representation every other client would get.
+    bool request_conditional = false;
     int64_t now = 0;                    // unix seconds when the response arrived
 };
 
@@ -57,6 +61,7 @@ enum class StoreVerdict : uint8_t {
     // added by the core (appended, so the values above do not move):
     range,           // the request had Range (we store only whole responses)
     invalid,         // Cache-Control could not be parsed: treated as stale
+    conditional,     // the request had a precondition and the answer is not a 200
 };
 
 struct StoreDecision {

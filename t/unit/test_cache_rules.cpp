@@ -63,7 +63,7 @@ void test_status(void **)
     for (int s : storable) {
         stored(facts("max-age=60", s), 60);
     }
-    const int never[] = {0, 100, 101, 103, 199, 206, 304, 600, 999, -1};
+    const int never[] = {0, 100, 101, 103, 199, 206, 304, 412, 600, 999, -1};
     for (int s : never) {
         refused(facts("max-age=60, public", s), StoreVerdict::status);
     }
@@ -74,6 +74,7 @@ void test_status(void **)
     p.nvalid = 1;
     refused(facts("", 206), StoreVerdict::status, p);
     refused(facts("", 304), StoreVerdict::status, p);
+    refused(facts("", 412), StoreVerdict::status, p);
     refused(facts("", 101), StoreVerdict::status, p);
 }
 
@@ -118,6 +119,48 @@ void test_vary_star_and_range(void **)
     f = facts("max-age=60");
     f.request_range = true;
     refused(f, StoreVerdict::range);
+}
+
+// A request with a precondition (If-Match, If-None-Match,
+// If-Modified-Since, If-Unmodified-Since, If-Range) fills only with a 200.
+void test_conditional(void **)
+{
+    ResponseFacts f = facts("max-age=60");
+    f.request_conditional = true;
+    stored(f, 60);                       // the full answer, as for anyone
+
+    // what answers the precondition itself is never stored
+    for (int s : {304, 412}) {
+        f = facts("max-age=60, public", s);
+        f.request_conditional = true;
+        refused(f, StoreVerdict::status);
+        f.request_conditional = false;   // not even without one
+        refused(f, StoreVerdict::status);
+    }
+
+    // other answers to a conditional request are not either, even with an
+    // "any" rule; the same answers to a plain request are
+    ValidRule any[] = {{0, 600}};
+    CachePolicy p;
+    p.valid = any;
+    p.nvalid = 1;
+    for (int s : {203, 204, 301, 302, 404, 500}) {
+        f = facts("max-age=60", s);
+        f.request_conditional = true;
+        refused(f, StoreVerdict::conditional);
+        refused(f, StoreVerdict::conditional, p);
+        f.request_conditional = false;
+        stored(f, 60);
+    }
+
+    // a 200 to a conditional request still follows every other rule
+    f = facts("no-store");
+    f.request_conditional = true;
+    refused(f, StoreVerdict::no_store);
+    f = facts("");
+    f.request_conditional = true;
+    refused(f, StoreVerdict::no_freshness);
+    stored(f, 600, p);
 }
 
 void test_authorization(void **)
@@ -403,6 +446,7 @@ void test_verdict_names(void **)
     assert_sv_equal(verdict_name(StoreVerdict::expired), "expired");
     assert_sv_equal(verdict_name(StoreVerdict::range), "range");
     assert_sv_equal(verdict_name(StoreVerdict::invalid), "invalid-cache-control");
+    assert_sv_equal(verdict_name(StoreVerdict::conditional), "conditional");
     assert_sv_equal(verdict_name(static_cast<StoreVerdict>(200)), "unknown");
 }
 
@@ -620,6 +664,7 @@ int main()
         cmocka_unit_test(test_no_store_private_no_cache),
         cmocka_unit_test(test_invalid_cache_control),
         cmocka_unit_test(test_vary_star_and_range),
+        cmocka_unit_test(test_conditional),
         cmocka_unit_test(test_authorization),
         cmocka_unit_test(test_set_cookie),
         cmocka_unit_test(test_freshness_precedence),
