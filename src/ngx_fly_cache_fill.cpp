@@ -223,6 +223,10 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc)
     }
     cc->ttl = d.ttl;
     cc->capturing = true;
+    // The copy filter, which runs before the body filter, then hands it
+    // memory buffers only: a response spilled to a temporary file is
+    // read back there, as for gzip or ssi (through aio when configured).
+    r->filter_need_in_memory = 1;
 }
 
 // RFC 9111 4.4: a successful unsafe request invalidates the stored
@@ -388,8 +392,7 @@ void finish_store(ngx_http_request_t *r, CacheCtx *cc)
 }
 
 // Copies the bytes of one buffer into the entry; false if impossible.
-bool capture_buf(ngx_http_request_t *r, CacheCtx *cc, ngx_buf_t *b,
-                 size_t max)
+bool capture_buf(CacheCtx *cc, ngx_buf_t *b, size_t max)
 {
     if (ngx_buf_special(b)) {
         return true;
@@ -398,21 +401,11 @@ bool capture_buf(ngx_http_request_t *r, CacheCtx *cc, ngx_buf_t *b,
     if (cc->entry.size() - cc->prefix_len + len > max) {
         return false;
     }
-    if (ngx_buf_in_memory(b)) {
-        cc->entry.append(reinterpret_cast<const char *>(b->pos), len);
-        return true;
+    if (!ngx_buf_in_memory(b)) {
+        return false;   // not expected: begin_store asked for memory
     }
-    if (b->in_file && b->file != nullptr) {
-        // A response spilled to a temporary file that was just written;
-        // read it back as nginx's copy filter would without sendfile.
-        size_t old = cc->entry.size();
-        cc->entry.resize(old + len);
-        ssize_t n = ngx_read_file(b->file,
-                                  reinterpret_cast<u_char *>(&cc->entry[old]),
-                                  len, b->file_pos);
-        return n == static_cast<ssize_t>(len);
-    }
-    return false;
+    cc->entry.append(reinterpret_cast<const char *>(b->pos), len);
+    return true;
 }
 
 ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in) noexcept
@@ -426,7 +419,7 @@ ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in) noexcept
     LocConf *lcf = loc_conf(r);
     try {
         for (ngx_chain_t *cl = in; cl; cl = cl->next) {
-            if (!capture_buf(r, cc, cl->buf, lcf->cache_max_size)) {
+            if (!capture_buf(cc, cl->buf, lcf->cache_max_size)) {
                 ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                                "fly cache: body not storable, capture ends");
                 stop_capture(cc);
