@@ -269,7 +269,13 @@ ngx_int_t header_filter(ngx_http_request_t *r) noexcept
     }
 
     try {
-        std::string c = core::sticky_cookie(ngx_time(), lcf->replay_sticky);
+        // The clock now, not nginx's cached time, which may lag behind:
+        // the window must not start before the write was answered.
+        struct timeval tv;
+        ngx_gettimeofday(&tv);
+        std::string c = core::sticky_cookie(
+            static_cast<int64_t>(tv.tv_sec) * 1000000 + tv.tv_usec,
+            lcf->replay_sticky);
         u_char *p = pool_dup(r->pool, c);
         if (p == nullptr
             || push_header(r, "Set-Cookie",
