@@ -55,6 +55,10 @@ struct MainConf {
     ngx_str_t need_redis_file;   // first "fly_cache on"
     ngx_uint_t need_redis_line;
 
+    // Every location where a fly_replay_forward applies, to check that
+    // its server has that named location (check_replay_forward()).
+    ngx_array_t *forward_uses;
+
     ngx_resolver_t *resolver;    // http-level `resolver`, nullptr if none
     ngx_msec_t resolver_timeout;
 
@@ -74,6 +78,8 @@ struct LocConf {
     size_t replay_max_body;
     ngx_str_t replay_forward;           // "@name" or empty
     ngx_flag_t replay_forward_always;
+    ngx_str_t replay_forward_file;      // where fly_replay_forward was set
+    ngx_uint_t replay_forward_line;
 
     // cache (ngx_fly_cache_*.cpp)
     ngx_flag_t cache;
@@ -168,6 +174,9 @@ void *create_loc_conf(ngx_conf_t *cf);
 char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child);
 
 void resolve_at_load(ngx_conf_t *cf, RedisConf &rc);
+// Postconfiguration (named locations are known by then): fails when a
+// fly_replay_forward names a location its server does not have.
+ngx_int_t check_replay_forward(ngx_conf_t *cf);
 
 // ngx_fly_variables.cpp
 ngx_int_t add_variables(ngx_conf_t *cf);

@@ -266,6 +266,8 @@ char *set_replay_forward(ngx_conf_t *cf, ngx_command_t *cmd,
     }
     lcf->replay_forward = value[1];
     lcf->replay_forward_always = 0;
+    lcf->replay_forward_file = cf->conf_file->file.name;
+    lcf->replay_forward_line = cf->conf_file->line;
     if (cf->args->nelts == 3) {
         if (value[2].len != 6 || ngx_strncmp(value[2].data, "always", 6) != 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -551,7 +553,82 @@ void resolve_at_load(ngx_conf_t *cf, RedisConf &rc)
 
 namespace {
 
+// A location where fly_replay_forward applies: the server it is in (the
+// one whose named locations ngx_http_named_location() searches) and
+// where the directive was written.
+struct ForwardUse {
+    ngx_http_core_srv_conf_t *server;
+    ngx_str_t name;
+    ngx_str_t file;
+    ngx_uint_t line;
+};
+
+// Called while nginx merges a server's locations: cf->ctx holds that
+// server's configuration then.
+bool remember_forward_use(ngx_conf_t *cf, const LocConf *conf)
+{
+    MainConf *mcf = main_conf(cf);
+    auto *cscf = static_cast<ngx_http_core_srv_conf_t *>(
+        ngx_http_conf_get_module_srv_conf(cf, ngx_http_core_module));
+    if (mcf->forward_uses == nullptr) {
+        mcf->forward_uses = ngx_array_create(cf->pool, 4, sizeof(ForwardUse));
+        if (mcf->forward_uses == nullptr) {
+            return false;
+        }
+    }
+    auto *uses = static_cast<ForwardUse *>(mcf->forward_uses->elts);
+    ngx_uint_t n = mcf->forward_uses->nelts;
+    if (n > 0 && uses[n - 1].server == cscf
+        && uses[n - 1].line == conf->replay_forward_line
+        && view(uses[n - 1].file) == view(conf->replay_forward_file)
+        && view(uses[n - 1].name) == view(conf->replay_forward))
+    {
+        return true;   // inherited by the next location of the server
+    }
+    auto *u = static_cast<ForwardUse *>(ngx_array_push(mcf->forward_uses));
+    if (u == nullptr) {
+        return false;
+    }
+    *u = {cscf, conf->replay_forward, conf->replay_forward_file,
+          conf->replay_forward_line};
+    return true;
+}
+
+bool has_named_location(const ngx_http_core_srv_conf_t *cscf,
+                        const ngx_str_t &name)
+{
+    if (cscf->named_locations == nullptr) {
+        return false;
+    }
+    for (ngx_http_core_loc_conf_t **l = cscf->named_locations; *l; l++) {
+        if (view((*l)->name) == view(name)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 }  // namespace
+
+ngx_int_t check_replay_forward(ngx_conf_t *cf)
+{
+    MainConf *mcf = main_conf(cf);
+    if (mcf->forward_uses == nullptr) {
+        return NGX_OK;
+    }
+    auto *uses = static_cast<ForwardUse *>(mcf->forward_uses->elts);
+    for (ngx_uint_t i = 0; i < mcf->forward_uses->nelts; i++) {
+        const ForwardUse &u = uses[i];
+        if (!has_named_location(u.server, u.name)) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "no location \"%V\" in server \"%V\", for "
+                          "\"fly_replay_forward\" in %V:%ui",
+                          &u.name, &u.server->server_name, &u.file, u.line);
+            return NGX_ERROR;
+        }
+    }
+    return NGX_OK;
+}
 
 char *init_main_conf(ngx_conf_t *cf, void *conf)
 {
@@ -683,9 +760,17 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (conf->replay_forward.data == nullptr) {
         conf->replay_forward = prev->replay_forward;
         conf->replay_forward_always = prev->replay_forward_always;
+        conf->replay_forward_file = prev->replay_forward_file;
+        conf->replay_forward_line = prev->replay_forward_line;
     }
     ngx_conf_merge_value(conf->replay_forward_always,
                          prev->replay_forward_always, 0);
+    if (conf->replay_forward.len
+        && conf->replay != static_cast<ngx_uint_t>(ReplayMode::off)
+        && !remember_forward_use(cf, conf))
+    {
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
 
     ngx_conf_merge_value(conf->cache, prev->cache, 0);
     if (conf->cache_key == nullptr) {

@@ -294,7 +294,9 @@ ngx_int_t header_filter(ngx_http_request_t *r) noexcept
 
 ngx_int_t replay_init(ngx_conf_t *cf)
 {
-    if (add_phase_handler(cf, NGX_HTTP_REWRITE_PHASE, handler) != NGX_OK) {
+    if (check_replay_forward(cf) != NGX_OK
+        || add_phase_handler(cf, NGX_HTTP_REWRITE_PHASE, handler) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
