@@ -56,7 +56,7 @@ struct MainConf {
     ngx_uint_t need_redis_line;
 
     // Every location where a fly_replay_forward applies, to check that
-    // its server has that named location (check_replay_forward()).
+    // its server has that named location (ngx_fly_replay.cpp).
     ngx_array_t *forward_uses;
 
     ngx_resolver_t *resolver;    // http-level `resolver`, nullptr if none
@@ -174,15 +174,15 @@ void *create_loc_conf(ngx_conf_t *cf);
 char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child);
 
 void resolve_at_load(ngx_conf_t *cf, RedisConf &rc);
-// Postconfiguration (named locations are known by then): fails when a
-// fly_replay_forward names a location its server does not have.
-ngx_int_t check_replay_forward(ngx_conf_t *cf);
 
 // ngx_fly_variables.cpp
 ngx_int_t add_variables(ngx_conf_t *cf);
 
 // ngx_fly_replay.cpp
 ngx_int_t replay_init(ngx_conf_t *cf);          // postconfiguration part
+// merge_loc_conf: `conf` forwards through fly_replay_forward; its server
+// must have that named location (replay_init checks); false on no memory.
+bool remember_forward_use(ngx_conf_t *cf, const LocConf *conf);
 
 // ngx_fly_cache_lookup.cpp
 ngx_int_t cache_init(ngx_conf_t *cf);           // postconfiguration part
