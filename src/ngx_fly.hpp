@@ -139,6 +139,13 @@ inline MainConf *main_conf(ngx_http_request_t *r)
         ngx_http_get_module_main_conf(r, ngx_http_fly_edge_module));
 }
 
+// The same while the configuration is read.
+inline MainConf *main_conf(ngx_conf_t *cf)
+{
+    return static_cast<MainConf *>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_fly_edge_module));
+}
+
 // Calls f(ngx_table_elt_t &) for every live header of a list.
 template <typename F>
 void for_each_header(ngx_list_t &list, F &&f)

@@ -64,12 +64,6 @@ void remember_place(ngx_conf_t *cf, ngx_str_t &file, ngx_uint_t &line)
     }
 }
 
-MainConf *main_conf(ngx_conf_t *cf)
-{
-    return static_cast<MainConf *>(
-        ngx_http_conf_get_module_main_conf(cf, ngx_http_fly_edge_module));
-}
-
 // Runs a directive handler body, turning any C++ exception into a
 // configuration error.
 template <typename F>

@@ -317,8 +317,7 @@ bool has_named_location(const ngx_http_core_srv_conf_t *cscf,
 // Postconfiguration, when every server's named locations are known.
 ngx_int_t check_forward_uses(ngx_conf_t *cf)
 {
-    auto *mcf = static_cast<MainConf *>(
-        ngx_http_conf_get_module_main_conf(cf, ngx_http_fly_edge_module));
+    MainConf *mcf = main_conf(cf);
     if (mcf->forward_uses == nullptr) {
         return NGX_OK;
     }
@@ -342,8 +341,7 @@ ngx_int_t check_forward_uses(ngx_conf_t *cf)
 // that server's configuration.
 bool remember_forward_use(ngx_conf_t *cf, const LocConf *conf)
 {
-    auto *mcf = static_cast<MainConf *>(
-        ngx_http_conf_get_module_main_conf(cf, ngx_http_fly_edge_module));
+    MainConf *mcf = main_conf(cf);
     if (mcf->forward_uses == nullptr) {
         mcf->forward_uses = ngx_array_create(cf->pool, 4, sizeof(ForwardUse));
         if (mcf->forward_uses == nullptr) {
