@@ -55,6 +55,10 @@ struct MainConf {
     ngx_str_t need_redis_file;   // first "fly_cache on"
     ngx_uint_t need_redis_line;
 
+    // Every location where a fly_replay_forward applies, to check that
+    // its server has that named location (ngx_fly_replay.cpp).
+    ngx_array_t *forward_uses;
+
     ngx_resolver_t *resolver;    // http-level `resolver`, nullptr if none
     ngx_msec_t resolver_timeout;
 
@@ -74,8 +78,10 @@ struct LocConf {
     size_t replay_max_body;
     ngx_str_t replay_forward;           // "@name" or empty
     ngx_flag_t replay_forward_always;
+    ngx_str_t replay_forward_file;      // where fly_replay_forward was set
+    ngx_uint_t replay_forward_line;
 
-    // cache (ngx_fly_cache.cpp)
+    // cache (ngx_fly_cache_*.cpp)
     ngx_flag_t cache;
     ngx_http_complex_value_t *cache_key;
     ngx_uint_t cache_methods;           // core::Method bits
@@ -112,7 +118,7 @@ struct RequestCtx {
     core::ReplayAction replay_action;
     ngx_str_t replay_state;             // $fly_replay
     CacheStatus cache_status;           // $fly_cache_status
-    CacheCtx *cache;                    // ngx_fly_cache.cpp's own state
+    CacheCtx *cache;                    // the cache's own state (ngx_fly_cache.hpp)
 };
 
 // Small helpers the shell's files share.
@@ -131,6 +137,13 @@ inline MainConf *main_conf(ngx_http_request_t *r)
 {
     return static_cast<MainConf *>(
         ngx_http_get_module_main_conf(r, ngx_http_fly_edge_module));
+}
+
+// The same while the configuration is read.
+inline MainConf *main_conf(ngx_conf_t *cf)
+{
+    return static_cast<MainConf *>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_fly_edge_module));
 }
 
 // Calls f(ngx_table_elt_t &) for every live header of a list.
@@ -174,8 +187,11 @@ ngx_int_t add_variables(ngx_conf_t *cf);
 
 // ngx_fly_replay.cpp
 ngx_int_t replay_init(ngx_conf_t *cf);          // postconfiguration part
+// merge_loc_conf: `conf` forwards through fly_replay_forward; its server
+// must have that named location (replay_init checks); false on no memory.
+bool remember_forward_use(ngx_conf_t *cf, const LocConf *conf);
 
-// ngx_fly_cache.cpp
+// ngx_fly_cache_lookup.cpp
 ngx_int_t cache_init(ngx_conf_t *cf);           // postconfiguration part
 
 // Logs at most once per second per worker for each `slot` (a static

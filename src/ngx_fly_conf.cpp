@@ -64,12 +64,6 @@ void remember_place(ngx_conf_t *cf, ngx_str_t &file, ngx_uint_t &line)
     }
 }
 
-MainConf *main_conf(ngx_conf_t *cf)
-{
-    return static_cast<MainConf *>(
-        ngx_http_conf_get_module_main_conf(cf, ngx_http_fly_edge_module));
-}
-
 // Runs a directive handler body, turning any C++ exception into a
 // configuration error.
 template <typename F>
@@ -266,6 +260,8 @@ char *set_replay_forward(ngx_conf_t *cf, ngx_command_t *cmd,
     }
     lcf->replay_forward = value[1];
     lcf->replay_forward_always = 0;
+    lcf->replay_forward_file = cf->conf_file->file.name;
+    lcf->replay_forward_line = cf->conf_file->line;
     if (cf->args->nelts == 3) {
         if (value[2].len != 6 || ngx_strncmp(value[2].data, "always", 6) != 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -683,9 +679,17 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (conf->replay_forward.data == nullptr) {
         conf->replay_forward = prev->replay_forward;
         conf->replay_forward_always = prev->replay_forward_always;
+        conf->replay_forward_file = prev->replay_forward_file;
+        conf->replay_forward_line = prev->replay_forward_line;
     }
     ngx_conf_merge_value(conf->replay_forward_always,
                          prev->replay_forward_always, 0);
+    if (conf->replay_forward.len
+        && conf->replay != static_cast<ngx_uint_t>(ReplayMode::off)
+        && !remember_forward_use(cf, conf))
+    {
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
 
     ngx_conf_merge_value(conf->cache, prev->cache, 0);
     if (conf->cache_key == nullptr) {

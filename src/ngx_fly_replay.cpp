@@ -269,7 +269,13 @@ ngx_int_t header_filter(ngx_http_request_t *r) noexcept
     }
 
     try {
-        std::string c = core::sticky_cookie(ngx_time(), lcf->replay_sticky);
+        // The clock now, not nginx's cached time, which may lag behind:
+        // the window must not start before the write was answered.
+        struct timeval tv;
+        ngx_gettimeofday(&tv);
+        std::string c = core::sticky_cookie(
+            static_cast<int64_t>(tv.tv_sec) * 1000000 + tv.tv_usec,
+            lcf->replay_sticky);
         u_char *p = pool_dup(r->pool, c);
         if (p == nullptr
             || push_header(r, "Set-Cookie",
@@ -284,11 +290,80 @@ ngx_int_t header_filter(ngx_http_request_t *r) noexcept
     return next_header_filter(r);
 }
 
+// A location where fly_replay_forward applies: the server it is in (the
+// one whose named locations ngx_http_named_location() searches) and
+// where the directive was written.
+struct ForwardUse {
+    ngx_http_core_srv_conf_t *server;
+    ngx_str_t name;
+    ngx_str_t file;
+    ngx_uint_t line;
+};
+
+bool has_named_location(const ngx_http_core_srv_conf_t *cscf,
+                        const ngx_str_t &name)
+{
+    if (cscf->named_locations == nullptr) {
+        return false;
+    }
+    for (ngx_http_core_loc_conf_t **l = cscf->named_locations; *l; l++) {
+        if (view((*l)->name) == view(name)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// Postconfiguration, when every server's named locations are known.
+ngx_int_t check_forward_uses(ngx_conf_t *cf)
+{
+    MainConf *mcf = main_conf(cf);
+    if (mcf->forward_uses == nullptr) {
+        return NGX_OK;
+    }
+    auto *uses = static_cast<ForwardUse *>(mcf->forward_uses->elts);
+    for (ngx_uint_t i = 0; i < mcf->forward_uses->nelts; i++) {
+        const ForwardUse &u = uses[i];
+        if (!has_named_location(u.server, u.name)) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "no location \"%V\" in server \"%V\", for "
+                          "\"fly_replay_forward\" in %V:%ui",
+                          &u.name, &u.server->server_name, &u.file, u.line);
+            return NGX_ERROR;
+        }
+    }
+    return NGX_OK;
+}
+
 }  // namespace
+
+// nginx merges one server's locations at a time, with cf->ctx holding
+// that server's configuration.
+bool remember_forward_use(ngx_conf_t *cf, const LocConf *conf)
+{
+    MainConf *mcf = main_conf(cf);
+    if (mcf->forward_uses == nullptr) {
+        mcf->forward_uses = ngx_array_create(cf->pool, 4, sizeof(ForwardUse));
+        if (mcf->forward_uses == nullptr) {
+            return false;
+        }
+    }
+    auto *u = static_cast<ForwardUse *>(ngx_array_push(mcf->forward_uses));
+    if (u == nullptr) {
+        return false;
+    }
+    *u = {static_cast<ngx_http_core_srv_conf_t *>(
+              ngx_http_conf_get_module_srv_conf(cf, ngx_http_core_module)),
+          conf->replay_forward, conf->replay_forward_file,
+          conf->replay_forward_line};
+    return true;
+}
 
 ngx_int_t replay_init(ngx_conf_t *cf)
 {
-    if (add_phase_handler(cf, NGX_HTTP_REWRITE_PHASE, handler) != NGX_OK) {
+    if (check_forward_uses(cf) != NGX_OK
+        || add_phase_handler(cf, NGX_HTTP_REWRITE_PHASE, handler) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 

@@ -282,8 +282,8 @@ location / { proxy_pass http://app; }
 === TEST 13: fly_replay_forward ... always: a POST sent straight to atl (no Fly proxy) is handled by scl
 --- http_config
 fly_replay on;
-fly_replay_forward @primary always;
 --- config
+fly_replay_forward @primary always;
 location / { proxy_pass http://app; }
 location @primary { proxy_pass http://127.0.0.1:%%NGINX_PORT_SCL%%; }
 --- test

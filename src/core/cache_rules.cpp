@@ -45,12 +45,14 @@ int64_t sat_sub(int64_t a, int64_t b)
     return r;
 }
 
-// Final statuses only; never 206 (we do not combine partial content) nor
-// 304 (it updates a stored response, it is not one: RFC 9111 4.3.4).
+// Final statuses only; never 206 (we do not combine partial content),
+// 304 (it updates a stored response, it is not one: RFC 9111 4.3.4) nor
+// 412 (a precondition of that one request failed: RFC 9110 15.5.13).
 // Statuses beyond 599 are not HTTP's and are not stored.
 bool cacheable_status(int status)
 {
-    return status >= 200 && status <= 599 && status != 206 && status != 304;
+    return status >= 200 && status <= 599 && status != 206 && status != 304
+           && status != 412;
 }
 
 // RFC 9111 3.5: a shared cache stores a response to a request with
@@ -129,6 +131,11 @@ bool refusal(const ResponseFacts &f, const CachePolicy &p, StoreVerdict &why)
     const CacheControl &cc = f.cc;
     if (!cacheable_status(f.status)) {
         why = StoreVerdict::status;
+    } else if (f.request_conditional && f.status != 200) {
+        // proxy_cache removes the preconditions from the request it sends,
+        // so it always gets the full answer; we see the origin's answer to
+        // them, and only a 200 is the one an unconditional request gets.
+        why = StoreVerdict::conditional;
     } else if (cc.no_store) {                       // RFC 9111 5.2.2.5
         why = StoreVerdict::no_store;
     } else if (cc.is_private) {                     // RFC 9111 5.2.2.7
@@ -220,8 +227,44 @@ std::string_view verdict_name(StoreVerdict v)
     case StoreVerdict::expired:       return "expired";
     case StoreVerdict::range:         return "range";
     case StoreVerdict::invalid:       return "invalid-cache-control";
+    case StoreVerdict::conditional:   return "conditional";
     }
     return "unknown";
+}
+
+ContentType split_content_type(std::string_view v)
+{
+    ContentType ct;
+    ct.type_len = v.size();
+    // As nginx does: at each ';', skip spaces; a "charset=" there ends
+    // the type (case-insensitive), anything else is passed over.
+    for (size_t i = 0; i < v.size(); i++) {
+        if (v[i] != ';') {
+            continue;
+        }
+        size_t semi = i;
+        size_t p = i + 1;
+        while (p < v.size() && v[p] == ' ') {
+            p++;
+        }
+        constexpr std::string_view kCharset = "charset=";
+        if (!iequals(v.substr(p, kCharset.size()), kCharset)) {
+            i = p;      // nginx steps over the character after the spaces
+            continue;
+        }
+        p += kCharset.size();
+        size_t end = v.size();
+        if (p < end && v[p] == '"') {
+            p++;
+        }
+        if (end > p && v[end - 1] == '"') {
+            end--;
+        }
+        ct.type_len = semi;
+        ct.charset = v.substr(p, end - p);
+        return ct;
+    }
+    return ct;
 }
 
 bool is_hop_by_hop(std::string_view name, std::string_view connection)

@@ -40,6 +40,10 @@ struct ResponseFacts {
     bool vary_star = false;             // Vary contains "*"
     bool request_authorization = false; // the request had Authorization
     bool request_range = false;         // the request had Range
+    // The request had a precondition (If-Match, If-None-Match,
+    // If-Modified-Since, If-Unmodified-Since, If-Range): only a 200 answers
+    // it with the representation every other client would get.
+    bool request_conditional = false;
     int64_t now = 0;                    // unix seconds when the response arrived
 };
 
@@ -57,6 +61,7 @@ enum class StoreVerdict : uint8_t {
     // added by the core (appended, so the values above do not move):
     range,           // the request had Range (we store only whole responses)
     invalid,         // Cache-Control could not be parsed: treated as stale
+    conditional,     // the request had a precondition and the answer is not a 200
 };
 
 struct StoreDecision {
@@ -72,6 +77,18 @@ StoreDecision decide_store(const ResponseFacts &facts, const CachePolicy &policy
 
 // Short reason for logs ("no-store", "private", ...).
 std::string_view verdict_name(StoreVerdict v);
+
+// A stored Content-Type as nginx's upstream module hands one to the
+// filters (ngx_http_upstream_copy_content_type): `type_len` is the length
+// of the value up to the ';' that starts a charset parameter (the whole
+// value when there is none), `charset` that parameter's value, without
+// quotes.  gzip_types, ssi_types, sub_filter_types and charset_types
+// match the first type_len bytes, so a HIT is filtered like its MISS.
+struct ContentType {
+    size_t type_len = 0;
+    std::string_view charset;           // points into the value
+};
+ContentType split_content_type(std::string_view value);
 
 // Headers a cache drops when storing (RFC 9110 7.6.1): Connection,
 // Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade,

@@ -217,10 +217,11 @@ bool parse_sticky_until(std::string_view value, int64_t &until)
     return true;
 }
 
-std::string sticky_cookie(int64_t now, int64_t seconds)
+std::string sticky_cookie(int64_t now_usec, int64_t seconds)
 {
+    int64_t now_ceil = now_usec / 1000000 + (now_usec % 1000000 > 0 ? 1 : 0);
     std::string c(kStickyCookie);
-    c.append("=").append(std::to_string(now + seconds));
+    c.append("=").append(std::to_string(now_ceil + seconds));
     c.append("; Max-Age=").append(std::to_string(seconds));
     c.append("; Path=/; HttpOnly; SameSite=Lax");
     return c;

@@ -78,8 +78,13 @@ bool find_cookie(std::string_view header, std::string_view name,
 // The fly-replay-until cookie value: unix seconds, 1..12 digits.
 bool parse_sticky_until(std::string_view value, int64_t &until);
 
-// Set-Cookie value for the sticky cookie expiring `seconds` after `now`.
-std::string sticky_cookie(int64_t now, int64_t seconds);
+// Set-Cookie value for the sticky cookie: live for at least `seconds`
+// after `now_usec` (unix time in microseconds).  The value stays whole
+// seconds (old cookies parse the same), so `now` is rounded up: the
+// value ends `seconds` to `seconds` + 1 after `now` (truncated, it could
+// end a second early).  Max-Age is `seconds`: the client keeps the
+// cookie at least that long after it got it, so neither ends early.
+std::string sticky_cookie(int64_t now_usec, int64_t seconds);
 
 constexpr std::string_view kStickyCookie = "fly-replay-until";
 

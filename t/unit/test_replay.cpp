@@ -196,9 +196,31 @@ void test_cookies(void **)
 
 void test_sticky_cookie(void **)
 {
-    assert_sv_equal(sticky_cookie(1000, 5),
+    assert_sv_equal(sticky_cookie(1000 * 1000000LL, 5),
                     "fly-replay-until=1005; Max-Age=5; Path=/; HttpOnly; "
                     "SameSite=Lax");
+    // a write answered within a second is rounded up: the cookie holds
+    // at least the configured time (5.000 to 5.999 s), never less
+    assert_sv_equal(sticky_cookie(1000 * 1000000LL + 1, 5),
+                    "fly-replay-until=1006; Max-Age=5; Path=/; HttpOnly; "
+                    "SameSite=Lax");
+    assert_sv_equal(sticky_cookie(1000 * 1000000LL + 999999, 5),
+                    "fly-replay-until=1006; Max-Age=5; Path=/; HttpOnly; "
+                    "SameSite=Lax");
+    const int64_t starts[] = {1700000000123456LL, 1700000000999999LL,
+                              1700000001000000LL, 1700000001000001LL};
+    for (int64_t now_usec : starts) {
+        for (int64_t secs : {1, 5, 3600}) {
+            std::string c = sticky_cookie(now_usec, secs);
+            std::string_view v;
+            int64_t until = 0;
+            assert_true(find_cookie(c, kStickyCookie, v));
+            assert_true(parse_sticky_until(v, until));
+            // the window, until - now, is at least secs and under secs + 1
+            assert_true(until * 1000000 - now_usec >= secs * 1000000);
+            assert_true(until * 1000000 - now_usec < (secs + 1) * 1000000);
+        }
+    }
 }
 
 }  // namespace

@@ -1,0 +1,392 @@
+// fly-edge nginx shell: the cache's lookup side.  A pre-content phase
+// handler sends one GET to the region's Redis and parks the request; the
+// reply is a HIT sent from the reply's own bytes (send_hit), or the
+// phases resume and the location's content handler answers (MISS,
+// EXPIRED, BYPASS, ERROR).  The fill side is ngx_fly_cache_fill.cpp.
+#include "ngx_fly_cache.hpp"
+#include "ngx_fly_redis.hpp"
+#include "core/cache_entry.hpp"
+
+extern "C" {
+#include <hiredis/hiredis.h>
+}
+
+#include <exception>
+#include <string>
+
+namespace fly {
+
+namespace {
+
+time_t log_slot_redis;           // rate limits for log lines
+time_t log_slot_entry;
+
+void cache_cleanup(void *data) noexcept
+{
+    auto *cc = static_cast<CacheCtx *>(data);
+    if (cc->op != nullptr) {
+        RedisClient::cancel(cc->op);
+        cc->op = nullptr;
+    }
+    if (cc->reply != nullptr) {
+        redis_free_str(cc->reply);
+    }
+    cc->~CacheCtx();
+}
+
+CacheCtx *create_cache_ctx(ngx_http_request_t *r, RequestCtx *ctx)
+{
+    ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, sizeof(CacheCtx));
+    if (cln == nullptr) {
+        return nullptr;
+    }
+    auto *cc = new (cln->data) CacheCtx();
+    cc->r = r;
+    cln->handler = cache_cleanup;
+    ctx->cache = cc;
+    return cc;
+}
+
+// ---- HIT ------------------------------------------------------------------
+
+// Sends a stored response.  The body points into cc->reply, which the
+// request's pool cleanup frees after the response is gone.
+ngx_int_t send_hit(ngx_http_request_t *r, RequestCtx *ctx,
+                   const core::EntryView &e)
+{
+    LocConf *lcf = loc_conf(r);
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.status = e.meta.status;
+    r->headers_out.content_length_n = static_cast<off_t>(e.body.size());
+    r->headers_out.last_modified_time = -1;
+
+    for (size_t i = 0; i < e.nheaders; i++) {
+        std::string_view name = e.headers[i].name;
+        std::string_view value = e.headers[i].value;
+        if (core::iequals(name, "Content-Type")) {
+            // As the upstream module sets it on the MISS: the filters
+            // that match types (gzip, ssi, sub_filter, charset) compare
+            // the type without the charset, which goes to its own field.
+            core::ContentType ct = core::split_content_type(value);
+            r->headers_out.content_type.len = value.size();
+            r->headers_out.content_type.data = (u_char *) value.data();
+            r->headers_out.content_type_len = ct.type_len;
+            r->headers_out.content_type_lowcase = nullptr;
+            r->headers_out.charset.len = ct.charset.size();
+            r->headers_out.charset.data = (u_char *) ct.charset.data();
+            continue;
+        }
+        if (core::iequals(name, "Content-Length")) {
+            continue;
+        }
+        ngx_table_elt_t *h = push_header(r, name, value);
+        if (h == nullptr) {
+            return NGX_ERROR;
+        }
+        // nginx's own filters (gzip, not_modified, header) look at these.
+        if (core::iequals(name, "Content-Encoding")) {
+            r->headers_out.content_encoding = h;
+        } else if (core::iequals(name, "ETag")) {
+            r->headers_out.etag = h;
+        } else if (core::iequals(name, "Last-Modified")) {
+            r->headers_out.last_modified = h;
+            r->headers_out.last_modified_time =
+                ngx_parse_http_time(h->value.data, h->value.len);
+        }
+        // Location stays a plain header, as on the MISS: setting
+        // headers_out.location would make nginx rewrite a relative one.
+    }
+
+    // RFC 9111 5.1: a response from a cache carries Age.
+    u_char *age = static_cast<u_char *>(ngx_pnalloc(r->pool, NGX_TIME_T_LEN));
+    if (age == nullptr) {
+        return NGX_ERROR;
+    }
+    size_t agelen = ngx_sprintf(age, "%L",
+                                static_cast<int64_t>(core::entry_age(
+                                    e.meta, ngx_time()))) - age;
+    if (push_header(r, "Age", {reinterpret_cast<char *>(age), agelen})
+            == nullptr
+        || !add_status_header(r, lcf, CacheStatus::hit))
+    {
+        return NGX_ERROR;
+    }
+    ctx->cache_status = CacheStatus::hit;
+
+    ngx_int_t rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+    if (e.body.empty()) {
+        return ngx_http_send_special(r, NGX_HTTP_LAST);
+    }
+    ngx_buf_t *b = static_cast<ngx_buf_t *>(ngx_calloc_buf(r->pool));
+    if (b == nullptr) {
+        return NGX_ERROR;
+    }
+    b->pos = (u_char *) e.body.data();
+    b->last = b->pos + e.body.size();
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+    ngx_chain_t out = {b, nullptr};
+    return ngx_http_output_filter(r, &out);
+}
+
+// ---- lookup -------------------------------------------------------------
+
+void on_get(void *data, redisReply *reply) noexcept;
+
+bool send_get(ngx_http_request_t *r, CacheCtx *cc, const std::string &key)
+{
+    MainConf *mcf = main_conf(r);
+    const char *argv[2] = {"GET", key.data()};
+    size_t argvlen[2] = {3, key.size()};
+    cc->op = mcf->redis_client->command(2, argv, argvlen, on_get, cc);
+    return cc->op != nullptr;
+}
+
+// Lets the phases run on after a lookup: the content handler answers.
+void resume(ngx_http_request_t *r, CacheCtx *cc)
+{
+    cc->waiting = false;
+    r->main->count--;
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+void on_get_reply(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
+{
+    RequestCtx *ctx = get_ctx(r);
+
+    if (reply == nullptr) {
+        ctx->cache_status = CacheStatus::error;
+        cc->want_store = false;  // Redis is in trouble: don't add to it
+        resume(r, cc);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        ctx->cache_status = CacheStatus::miss;
+        resume(r, cc);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR
+        && std::string_view(reply->str, reply->len).substr(0, 9) != "WRONGTYPE")
+    {
+        // Redis refuses (NOAUTH, LOADING, OOM, ...): leave it alone.
+        if (log_allowed(&log_slot_redis)) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "fly_cache: Redis answered GET with \"%*s\"",
+                          (int) reply->len, reply->str);
+        }
+        ctx->cache_status = CacheStatus::error;
+        cc->want_store = false;
+        resume(r, cc);
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_STRING) {
+        // Not ours (another type under the key): a MISS whose fill
+        // replaces it, as for an unreadable entry.
+        if (log_allowed(&log_slot_entry)) {
+            bool err = reply->type == REDIS_REPLY_ERROR;
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "fly_cache: ignoring a value that is not a string "
+                          "under key \"%*s\" (%*s)", (int) cc->key.size(),
+                          cc->key.data(), err ? (int) reply->len : 10,
+                          err ? reply->str : "wrong type");
+        }
+        ctx->cache_status = CacheStatus::miss;
+        resume(r, cc);
+        return;
+    }
+
+    core::EntryView e;
+    std::string_view data(reply->str, reply->len);
+    core::DecodeError err = core::decode_entry(data, e);
+    if (err != core::DecodeError::none) {
+        if (log_allowed(&log_slot_entry)) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "fly_cache: ignoring unreadable entry (%*s, %uz "
+                          "bytes) for key \"%*s\"",
+                          (int) core::decode_error_name(err).size(),
+                          core::decode_error_name(err).data(), reply->len,
+                          (int) cc->key.size(), cc->key.data());
+        }
+        ctx->cache_status = CacheStatus::miss;
+        resume(r, cc);
+        return;
+    }
+
+    if (e.meta.flags & core::kEntryVaryMarker) {
+        if (cc->lookup_variant || e.nheaders != 1) {
+            ctx->cache_status = CacheStatus::miss;  // a marker under a marker
+            resume(r, cc);
+            return;
+        }
+        cc->generation.assign(e.body);
+        bool ok = core::build_variant_key(
+            variant_base(cc), e.headers[0].value,
+            [&](std::string_view name) { return request_header(r, name); },
+            cc->variant_key);
+        if (!ok) {
+            ctx->cache_status = CacheStatus::bypass;
+            cc->want_store = false;
+            resume(r, cc);
+            return;
+        }
+        cc->lookup_variant = true;
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "fly cache: vary marker, looking up the variant");
+        if (!send_get(r, cc, cc->variant_key)) {
+            ctx->cache_status = CacheStatus::error;
+            cc->want_store = false;
+            resume(r, cc);
+        }
+        return;
+    }
+
+    if (!core::entry_fresh(e.meta, ngx_time())) {
+        ctx->cache_status = CacheStatus::expired;
+        resume(r, cc);
+        return;
+    }
+
+    // HIT: keep the reply's bytes for the body; hiredis frees the rest.
+    cc->reply = reply->str;
+    reply->str = nullptr;
+    reply->len = 0;
+    cc->waiting = false;
+    cc->want_store = false;
+    r->main->count--;
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: HIT status %ui, %uz body bytes",
+                   (ngx_uint_t) e.meta.status, e.body.size());
+
+    ngx_http_finalize_request(r, send_hit(r, ctx, e));
+}
+
+void on_get(void *data, redisReply *reply) noexcept
+{
+    auto *cc = static_cast<CacheCtx *>(data);
+    ngx_http_request_t *r = cc->r;
+    ngx_connection_t *c = r->connection;
+    cc->op = nullptr;
+
+    try {
+        on_get_reply(r, cc, reply);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0, "fly_cache: %s", e.what());
+        if (cc->waiting) {
+            get_ctx(r)->cache_status = CacheStatus::error;
+            cc->want_store = false;
+            resume(r, cc);
+        }
+    }
+    ngx_http_run_posted_requests(c);
+}
+
+ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
+{
+    MainConf *mcf = main_conf(r);
+    CacheCtx *cc = create_cache_ctx(r, ctx);
+    if (cc == nullptr) {
+        return NGX_DECLINED;
+    }
+
+    cc->uri_changes = r->uri_changes;
+
+    ngx_str_t key;
+    if (ngx_http_complex_value(r, lcf->cache_key, &key) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+    if (!core::build_key(view(key), cc->key)) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "fly_cache: key of %uz bytes not cached", key.len);
+        ctx->cache_status = CacheStatus::bypass;
+        return NGX_DECLINED;
+    }
+
+    if (lcf->cache_bypass != nullptr
+        && ngx_http_test_predicates(r, lcf->cache_bypass) == NGX_DECLINED)
+    {
+        ctx->cache_status = CacheStatus::bypass;
+        cc->want_store = true;   // not read, but still refreshed
+        return NGX_DECLINED;
+    }
+
+    if (mcf->redis_client == nullptr || !send_get(r, cc, cc->key)) {
+        ctx->cache_status = CacheStatus::error;
+        return NGX_DECLINED;
+    }
+
+    cc->want_store = true;
+    cc->waiting = true;
+    r->main->count++;
+    // Wake-ups of the client connection must not re-enter the phases.
+    r->write_event_handler = ngx_http_request_empty_handler;
+    return NGX_DONE;
+}
+
+ngx_int_t handle(ngx_http_request_t *r)
+{
+    LocConf *lcf = loc_conf(r);
+    if (!lcf->cache || r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    RequestCtx *ctx = get_ctx(r);
+    if (ctx != nullptr && ctx->cache != nullptr) {
+        // Back after a lookup, or after an internal redirect.
+        return ctx->cache->waiting ? NGX_DONE : NGX_DECLINED;
+    }
+
+    if ((lcf->cache_methods & method_bit(r->method)) == 0) {
+        return NGX_DECLINED;
+    }
+
+    if (ctx == nullptr) {
+        ctx = create_ctx(r);
+        if (ctx == nullptr) {
+            return NGX_DECLINED;
+        }
+    }
+    return lookup(r, lcf, ctx);
+}
+
+ngx_int_t precontent_handler(ngx_http_request_t *r) noexcept
+{
+    try {
+        return handle(r);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "fly_cache: %s; passing the request", e.what());
+    } catch (...) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "fly_cache: unknown error; passing the request");
+    }
+    return NGX_DECLINED;
+}
+
+}  // namespace
+
+ngx_int_t cache_init(ngx_conf_t *cf)
+{
+    if (add_phase_handler(cf, NGX_HTTP_PRECONTENT_PHASE, precontent_handler)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+    cache_filters_init();
+    return NGX_OK;
+}
+
+}  // namespace fly
