@@ -349,19 +349,22 @@ char *set_cache_valid(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
     return static_cast<char *>(NGX_CONF_OK);
 }
 
-// fly_cache_status_header NAME | off;
-char *set_status_header(ngx_conf_t *cf, ngx_command_t *cmd,
-                        void *conf) noexcept
+// A header name directive (letters, digits, '-', '_') stored at
+// cmd->offset; `off` (when allowed) stores an empty name.
+char *set_header_name_or_off(ngx_conf_t *cf, ngx_command_t *cmd, void *conf,
+                             bool off_allowed)
 {
-    auto *lcf = static_cast<LocConf *>(conf);
-    if (lcf->cache_status_header.data != nullptr) {
+    auto *field = reinterpret_cast<ngx_str_t *>(static_cast<char *>(conf)
+                                                + cmd->offset);
+    if (field->data != nullptr) {
         return const_cast<char *>("is duplicate");
     }
     auto *value = static_cast<ngx_str_t *>(cf->args->elts);
-    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
-        lcf->cache_status_header.data = reinterpret_cast<u_char *>(
-            const_cast<char *>(""));
-        lcf->cache_status_header.len = 0;
+    if (off_allowed && value[1].len == 3
+        && ngx_strncmp(value[1].data, "off", 3) == 0)
+    {
+        field->data = reinterpret_cast<u_char *>(const_cast<char *>(""));
+        field->len = 0;
         return static_cast<char *>(NGX_CONF_OK);
     }
     for (size_t i = 0; i <= value[1].len; i++) {
@@ -373,8 +376,21 @@ char *set_status_header(ngx_conf_t *cf, ngx_command_t *cmd,
             return static_cast<char *>(NGX_CONF_ERROR);
         }
     }
-    lcf->cache_status_header = value[1];
+    *field = value[1];
     return static_cast<char *>(NGX_CONF_OK);
+}
+
+// fly_cache_status_header NAME | off;
+char *set_status_header(ngx_conf_t *cf, ngx_command_t *cmd,
+                        void *conf) noexcept
+{
+    return set_header_name_or_off(cf, cmd, conf, true);
+}
+
+// fly_cache_tags_header NAME;
+char *set_header_name(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
+{
+    return set_header_name_or_off(cf, cmd, conf, false);
 }
 
 // fly_cache_min_ttl TIME; fly_cache_max_ttl TIME; checked against each
@@ -457,6 +473,16 @@ ngx_command_t commands[] = {
      ngx_conf_set_flag_slot, FLY_LOC(cache_ignore_set_cookie), nullptr},
     {ngx_string("fly_cache_status_header"), kAnyLevel | NGX_CONF_TAKE1,
      set_status_header, FLY_LOC(cache_status_header), nullptr},
+    {ngx_string("fly_cache_fence"), kAnyLevel | NGX_CONF_TAKE1,
+     ngx_conf_set_msec_slot, FLY_LOC(cache_fence), nullptr},
+    {ngx_string("fly_cache_tags_header"), kAnyLevel | NGX_CONF_TAKE1,
+     set_header_name, FLY_LOC(cache_tags_header), nullptr},
+    {ngx_string("fly_cache_tags_pass"), kAnyLevel | NGX_CONF_FLAG,
+     ngx_conf_set_flag_slot, FLY_LOC(cache_tags_pass), nullptr},
+    {ngx_string("fly_cache_purge"), kAnyLevel | NGX_CONF_ANY,
+     set_cache_purge, FLY_LOC(cache_purge), nullptr},
+    {ngx_string("fly_cache_purge_on_write"), kAnyLevel | NGX_CONF_2MORE,
+     set_cache_purge_on_write, FLY_LOC(cache_purge_on_write), nullptr},
 
     ngx_null_command
 };
@@ -642,7 +668,8 @@ void *create_loc_conf(ngx_conf_t *cf)
         return nullptr;
     }
     // ngx_pcalloc set: replay_forward, cache_key, cache_valid,
-    // cache_status_header (null data = unset).
+    // cache_status_header, cache_tags_header (null data = unset),
+    // cache_purge (nullptr = unset).
     lcf->replay = NGX_CONF_UNSET_UINT;
     lcf->replay_methods = NGX_CONF_UNSET_UINT;
     lcf->replay_bypass = static_cast<ngx_array_t *>(NGX_CONF_UNSET_PTR);
@@ -659,6 +686,9 @@ void *create_loc_conf(ngx_conf_t *cf)
     lcf->cache_min_ttl = NGX_CONF_UNSET;
     lcf->cache_max_ttl = NGX_CONF_UNSET;
     lcf->cache_ignore_set_cookie = NGX_CONF_UNSET;
+    lcf->cache_fence = NGX_CONF_UNSET_MSEC;
+    lcf->cache_tags_pass = NGX_CONF_UNSET;
+    lcf->cache_purge_on_write = static_cast<ngx_array_t *>(NGX_CONF_UNSET_PTR);
     return lcf;
 }
 
@@ -728,6 +758,13 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                          prev->cache_ignore_set_cookie, 0);
     ngx_conf_merge_str_value(conf->cache_status_header,
                              prev->cache_status_header, "");
+    ngx_conf_merge_msec_value(conf->cache_fence, prev->cache_fence, 2000);
+    ngx_conf_merge_str_value(conf->cache_tags_header, prev->cache_tags_header,
+                             "Cache-Tag");
+    ngx_conf_merge_value(conf->cache_tags_pass, prev->cache_tags_pass, 0);
+    ngx_conf_merge_ptr_value(conf->cache_purge_on_write,
+                             prev->cache_purge_on_write, nullptr);
+    merge_cache_purge(prev, conf);
 
     if (conf->cache_ttl_line == 0) {
         conf->cache_ttl_file = prev->cache_ttl_file;

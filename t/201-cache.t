@@ -178,6 +178,7 @@ location /guarded/ {
 === TEST 8: writes and other methods are never answered from the cache; POST goes to the app
 --- http_config
 fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+fly_cache_fence 0;
 --- config eval: $main::CACHE
 --- test
 my $p = '/hdr?t=8&Cache-Control=max-age%3D60&body=cached';
