@@ -282,8 +282,16 @@ void record_epoch(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
         }
         return;
     }
+    bool refused = reply->type == REDIS_REPLY_ERROR
+                   && std::string_view(reply->str, reply->len).substr(0, 9)
+                          != "WRONGTYPE";
+    if (!refused) {
+        // another type under the key: as a garbage value, epoch 0
+        cc->epoch_ok = true;
+    }
+    ngx_uint_t level = refused ? NGX_LOG_ERR : NGX_LOG_WARN;
     if (log_allowed(&log_slot_epoch)) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+        ngx_log_error(level, r->connection->log, 0,
                       "fly_cache: Redis answered GET of the tag epoch with %s",
                       reply->type == REDIS_REPLY_ERROR ? reply->str
                                                        : "another type");

@@ -26,25 +26,14 @@ constexpr int64_t kMaxStored = int64_t{1} << 40;
 constexpr uint32_t kFnvBasis = 2166136261u;
 constexpr uint32_t kFnvPrime = 16777619u;
 
-uint32_t fnv1a(const char *p, size_t n, uint32_t h = kFnvBasis)
+uint32_t fnv1a(const char *p, size_t n)
 {
+    uint32_t h = kFnvBasis;
     for (size_t i = 0; i < n; i++) {
         h ^= static_cast<unsigned char>(p[i]);
         h *= kFnvPrime;
     }
     return h;
-}
-
-// The header checksum: every byte before hsum (at `end`) but the epoch of
-// a version 2 entry.
-uint32_t header_sum(const char *p, size_t end, uint8_t version)
-{
-    if (version == 1) {
-        return fnv1a(p, end);
-    }
-    uint32_t h = fnv1a(p, kFixedLen);
-    size_t from = kFixedLen + kEpochLen;
-    return fnv1a(p + from, end - from, h);
 }
 
 size_t min_len(uint8_t version)
@@ -352,7 +341,7 @@ bool begin_entry(const EntryMeta &meta, const EntryHeader *headers, size_t n,
             out.append(tags[i]);
         }
     }
-    put_u32(out, header_sum(out.data(), out.size(), meta.version));
+    put_u32(out, fnv1a(out.data(), out.size()));
     put_u32(out, 0);   // blen, patched by finish_entry()
     return true;
 }
@@ -402,7 +391,7 @@ DecodeError decode_entry(std::string_view data, EntryView &out)
     if (!r.uint(hsum) || !r.uint(blen)) {
         return DecodeError::truncated;
     }
-    if (hsum != header_sum(data.data(), hashed, out.meta.version)) {
+    if (hsum != fnv1a(data.data(), hashed)) {
         return DecodeError::bad_checksum;
     }
     if (blen > r.left()) {

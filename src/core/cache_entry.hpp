@@ -16,16 +16,15 @@
 //   nhdr x { u16 name length, name, u32 value length, value }
 //   ntag     number of tags                 2   (version 2 only)
 //   ntag x { u16 length, tag }                  (version 2 only)
-//   hsum     FNV-1a 32 of every byte above  4   (except epoch)
+//   hsum     FNV-1a 32 of every byte above  4
 //   blen     body length                    4
 //   body     blen bytes, up to the end of the value exactly
 //
 // Version 1 entries (no epoch, no tags) still decode, as an epoch of 0
 // and no tags, and re-encode to the same bytes (meta.version says which
 // layout begin_entry() writes).  The epoch is the tag epoch
-// (cache_tags.hpp) the lookup before the fill read; it sits at a fixed
-// offset outside the checksum so that it can be refreshed in place
-// (SETRANGE) without rewriting the entry.  Tags are the response's own
+// (cache_tags.hpp) the lookup before the fill read, at a fixed offset (a
+// refresh in place would rewrite it and hsum).  Tags are the response's own
 // (fly_cache_tags_header); the implicit tag of the base key is not
 // stored (the lookup derives it).
 //

@@ -7,7 +7,12 @@ Binds 127.0.0.1 (port N, default 0: any free port), prints the port on
 stdout (one line, flushed) and serves RESP2 clients, one thread each, from an
 in-memory dict: GET, SET (EX/PX/NX/XX accepted, only NX/XX honoured), DEL,
 EXISTS, EVAL (the module's invalidation script: deletes KEYS[1]; any other
-script: nil), AUTH and SELECT (always +OK), PING, QUIT.  Unknown commands get
+script: nil), AUTH and SELECT (always +OK), PING, QUIT.  EVAL and EVALSHA of
+the module's fill and invalidation scripts (recognised by their text, not
+run) do what those do, simplified: the fill stores its value(s) unless the
+tag epoch changed or a fence record exists; the invalidation writes its
+tombstones (and bumps the epoch for tags); EVALSHA of a script never
+EVALed here is NOSCRIPT.  Unknown commands get
 "-ERR unknown command".  Exits on SIGTERM/SIGINT, when stdin reaches EOF, or
 when its parent goes away.
 
@@ -45,7 +50,8 @@ missing from the file has its default:
                     longline   $ and 100 digits, no CRLF
                     deep       arrays nested 9 deep
                     badelem    *2 whose second element is $abc
-                    unsolicited  the right reply, then an extra :1
+                    unsolicited  the right reply (to every GET of one read),
+                               then an extra :1
                   or one that ends the connection:
                     close      close without answering
                     closehead  send "$123" and close
@@ -64,6 +70,7 @@ one piece, whatever the control file says:
     FAKE FLUSH        +OK (the dict emptied, statistics kept)
 """
 
+import hashlib
 import os
 import select
 import signal
@@ -213,7 +220,7 @@ def execute(args, mode):
         if m in MALFORMED:
             return MALFORMED[m], "hold"
         if m == "unsolicited":
-            return bulk(v) + b":1\r\n", "hold"
+            return bulk(v), "unsolicited"
         if m == "close":
             return b"", "close"
         if m == "closehead":
@@ -241,6 +248,10 @@ def execute(args, mode):
                     if cmd != b"EXISTS":
                         del DATA[k]
         return b":%d\r\n" % n, None
+    if cmd in (b"EVAL", b"EVALSHA") and len(args) >= 3:
+        reply = fly_script(cmd, args)
+        if reply is not None:
+            return reply, None
     if cmd == b"EVAL" and len(args) >= 3:
         nkeys = int(args[2])
         keys = args[3:3 + nkeys]
@@ -256,6 +267,46 @@ def execute(args, mode):
     if cmd == b"QUIT":
         return b"+OK\r\n", "close"
     return b"-ERR unknown command '%s'\r\n" % cmd, None
+
+
+SCRIPTS = {}      # sha1 hex -> script text, of the scripts EVALed here
+
+
+def fly_script(cmd, args):
+    """The module's fill and invalidation scripts, emulated (see the module
+    docstring); None for any other script."""
+    script = args[1]
+    if cmd == b"EVALSHA":
+        script = SCRIPTS.get(args[1].decode("latin-1").lower())
+        if script is None:
+            return b"-NOSCRIPT No matching script. Please use EVAL.\r\n"
+    else:
+        SCRIPTS[hashlib.sha1(script).hexdigest()] = script
+    nkeys = int(args[2])
+    keys, argv = args[3:3 + nkeys], args[3 + nkeys:]
+    if b"FLYT1" in script and len(keys) >= 3 and len(argv) >= 5:
+        with LOCK:
+            if DATA.get(keys[0], b"") != argv[0]:
+                return b":1\r\n"
+            if keys[1] in DATA:
+                return b":2\r\n"
+            DATA[keys[2]] = argv[4]
+            if len(keys) > 3 and len(argv) > 5:
+                DATA[keys[3]] = argv[5]
+        return b":0\r\n"
+    if b"INCR" in script and len(keys) >= 1 and len(argv) >= 4:
+        ntags = int(argv[0])
+        epoch = 0
+        with LOCK:
+            if ntags:
+                epoch = int(DATA.get(keys[0], b"0")) + 1
+                DATA[keys[0]] = b"%d" % epoch
+                for k in keys[1:1 + ntags]:
+                    DATA[k] = b"%d:0" % epoch if argv[1] == b"H" else b"0:%d" % epoch
+            for k in keys[1 + ntags:]:
+                DATA[k] = argv[2]
+        return b":%d\r\n" % epoch
+    return None
 
 
 def send_split(sock, data, mode):
@@ -309,6 +360,7 @@ def serve(conn, control):
                     buf += more
             out = []
             action = None
+            unsolicited = False
             while action is None:
                 args, nxt = parse_command(buf, pos)
                 if args is None:
@@ -320,6 +372,14 @@ def serve(conn, control):
                 mode = control.get()
                 reply, action = execute(args, mode)
                 out.append(reply)
+                if action == "unsolicited":
+                    unsolicited = True
+                    action = None
+            if unsolicited:
+                # after the replies to every command received (a client
+                # pipelines several): one that nobody asked for
+                out.append(b":1\r\n")
+                action = action or "hold"
             if pos == len(buf):
                 del buf[:]
                 pos = 0

@@ -51,8 +51,9 @@ uint64_t be(const char *p, size_t n)
     return v;
 }
 
-uint32_t fnv1a(std::string_view s, uint32_t h = 2166136261u)
+uint32_t fnv1a(std::string_view s)
 {
+    uint32_t h = 2166136261u;
     for (char c : s) {
         h ^= static_cast<unsigned char>(c);
         h *= 16777619u;
@@ -104,9 +105,7 @@ bool reseal(std::string &e)
     if (e.size() - p < 4) {
         return false;
     }
-    std::string_view sv(e);
-    uint32_t h = v2 ? fnv1a(sv.substr(kFixedLen + 8, p - kFixedLen - 8), fnv1a(sv.substr(0, kFixedLen)))
-                    : fnv1a(sv.substr(0, p));
+    uint32_t h = fnv1a(std::string_view(e).substr(0, p));
     for (int k = 0; k < 4; k++) {
         e[p + k] = static_cast<char>(h >> (8 * (3 - k)));
     }
