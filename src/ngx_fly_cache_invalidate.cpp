@@ -117,6 +117,29 @@ void add_rule_targets(ngx_http_request_t *r, LocConf *lcf, Invalidation &inv)
     }
 }
 
+// The variables a key may hold that nginx computes from the request URI.
+bool uri_variable(std::string_view name)
+{
+    return name == "request_uri" || name == "uri" || name == "document_uri"
+           || name == "args" || name == "query_string" || name == "is_args"
+           || name.substr(0, 4) == "arg_";
+}
+
+// nginx keeps the values of these (they are cacheable) once computed:
+// forgets those `cv` uses, so they are computed again.
+void forget_uri_variables(ngx_http_request_t *r, ngx_http_complex_value_t *cv)
+{
+    auto *cmcf = static_cast<ngx_http_core_main_conf_t *>(
+        ngx_http_get_module_main_conf(r, ngx_http_core_module));
+    auto *vars = static_cast<ngx_http_variable_t *>(cmcf->variables.elts);
+    for (ngx_uint_t *i = cv->flushes; i != nullptr && *i != (ngx_uint_t) -1; i++) {
+        if (uri_variable(view(vars[*i].name))) {
+            r->variables[*i].valid = 0;
+            r->variables[*i].not_found = 0;
+        }
+    }
+}
+
 }  // namespace
 
 bool key_for_uri(ngx_http_request_t *r, LocConf *lcf, std::string_view uri,
@@ -124,7 +147,8 @@ bool key_for_uri(ngx_http_request_t *r, LocConf *lcf, std::string_view uri,
 {
     // Evaluates the key as if this request's URI were `uri`: the variables
     // a key is made of ($request_uri, $uri, $args, $arg_*, $is_args) read
-    // these fields.  They are put back, and the variables flushed, after.
+    // these fields.  They are put back after, and those variables forgotten
+    // before and after.
     ngx_str_t saved_unparsed = r->unparsed_uri;
     ngx_str_t saved_uri = r->uri;
     ngx_str_t saved_args = r->args;
@@ -145,6 +169,7 @@ bool key_for_uri(ngx_http_request_t *r, LocConf *lcf, std::string_view uri,
     r->uri.len = static_cast<size_t>(dst - decoded);
     r->args.len = q == std::string_view::npos ? 0 : uri.size() - q - 1;
     r->args.data = r->args.len ? r->unparsed_uri.data + q + 1 : nullptr;
+    forget_uri_variables(r, lcf->cache_key);
 
     ngx_str_t configured;
     ngx_int_t rc = ngx_http_complex_value(r, lcf->cache_key, &configured);
@@ -152,7 +177,7 @@ bool key_for_uri(ngx_http_request_t *r, LocConf *lcf, std::string_view uri,
     r->unparsed_uri = saved_unparsed;
     r->uri = saved_uri;
     r->args = saved_args;
-    ngx_http_script_flush_complex_value(r, lcf->cache_key);
+    forget_uri_variables(r, lcf->cache_key);
 
     if (rc != NGX_OK) {
         return false;
