@@ -195,9 +195,7 @@ ScriptCall *send_invalidation(ngx_http_request_t *r, LocConf *lcf,
                               Invalidation &&inv, ScriptDone done, void *data)
 {
     MainConf *mcf = main_conf(r);
-    if (mcf->redis_primary_client == nullptr
-        || (inv.keys.empty() && inv.tags.empty()))
-    {
+    if (inv.keys.empty() && inv.tags.empty()) {
         return nullptr;
     }
     core::Tombstone ts;
@@ -208,7 +206,9 @@ ScriptCall *send_invalidation(ngx_http_request_t *r, LocConf *lcf,
 
     // The region sees its tombstones at once, without waiting for
     // replication (the epoch and tag records are the primary's alone).
-    if (mcf->redis_client != mcf->redis_primary_client && !inv.keys.empty()) {
+    if (mcf->redis_client != mcf->redis_primary_client && mcf->redis_client != nullptr
+        && !inv.keys.empty())
+    {
         std::vector<std::string> local;
         local.reserve(1 + 2 * inv.keys.size() + 4);
         local.emplace_back(core::kEpochKey);

@@ -311,8 +311,10 @@ char *set_cache_purge(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
             pc->soft = true;
         } else if (is(value[i], "from")) {
             from = true;
-        } else if (pc->method.len == 0 && is_token(value[i])) {
-            pc->method = value[i];
+        } else if (pc->method.len == 0 && is_token(value[i])
+                   && !is(value[i], "GET") && !is(value[i], "HEAD"))
+        {
+            pc->method = value[i];   // any method token but the reads
         } else {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "\"%V\": invalid parameter \"%V\"",

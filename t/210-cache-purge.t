@@ -340,6 +340,17 @@ location / {
 [qr/"fly_cache_purge": invalid parameter "PUR GE" in \S+server\.conf:2/]
 
 
+=== TEST 14b: GET and HEAD are reads, not purge methods
+--- http_config eval: $main::HTTP
+--- config
+location / {
+    fly_cache_purge GET from all;
+}
+--- must_die
+--- error_log eval
+[qr/"fly_cache_purge": invalid parameter "GET" in \S+server\.conf:2/]
+
+
 === TEST 15: "all" alone
 --- http_config eval: $main::HTTP
 --- config

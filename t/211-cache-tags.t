@@ -36,7 +36,7 @@ EOF
 
 sub get {
     my ($path, $r, %o) = @_;
-    return send_request(path => $path, region => $r // 'scl', direct => 1,
+    return send_request(path => $path, region => $r // 'scl', direct => 1, timeout => $o{timeout},
                         headers => { Host => $HOST, %{ $o{headers} // {} } });
 }
 sub xc { my $res = get(@_); return $res->{headers}{'x-cache'} // '' }
@@ -165,7 +165,7 @@ ok(!IO::Select->new($s)->can_read(0), 'before the app has answered');
 local $/;
 my $answer = <$s>;
 like($answer, qr{^HTTP/1\.1 200.*X-Cache: MISS}s, 'the slow response is a MISS');
-is(main::xc($p, 'scl'), 'MISS', 'and was not stored');
+is(main::xc($p, 'scl', timeout => scaled(13)), 'MISS', 'and was not stored');
 --- error_log eval
 [qr/fly cache: fill of "fly:httptags\.test\/slow\?ms=\d+&t=5[^"]*" refused: tag epoch changed since the lookup/]
 

@@ -31,7 +31,7 @@ EOF
 
 sub get {
     my ($path, $r, %o) = @_;
-    return send_request(path => $path, region => $r // 'scl', direct => 1,
+    return send_request(path => $path, region => $r // 'scl', direct => 1, timeout => $o{timeout},
                         headers => { Host => $HOST, %{ $o{headers} // {} } });
 }
 sub xc { my $res = get(@_); return $res->{headers}{'x-cache'} // '' }
@@ -105,7 +105,7 @@ is(main::write_to("/hdr?t=2w&status=201&Location=$loc", 'scl')->{status}, 201,
 ok(!IO::Select->new($s)->can_read(0), 'before the app has answered');
 like(main::finish_slow_get($s), qr{^HTTP/1\.1 200.*X-Cache: MISS}s, 'the slow response: a MISS');
 my $c0 = main::app_count('scl');
-is(main::xc($p, 'scl'), 'MISS', 'it was not stored: the next GET misses');
+is(main::xc($p, 'scl', timeout => scaled(13)), 'MISS', 'it was not stored: the next GET misses');
 is(main::app_count('scl') - $c0, 1, 'and is answered by the app');
 --- error_log eval
 [qr/fly cache: fill of "fly:httpfence\.test\/slow\?ms=\d+&t=2[^"]*" refused: fenced by an invalidation/]
