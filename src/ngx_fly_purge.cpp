@@ -241,19 +241,6 @@ bool add_cidr(ngx_conf_t *cf, ngx_array_t *from, ngx_str_t text)
     return true;
 }
 
-bool is_token(const ngx_str_t &s)
-{
-    if (s.len == 0) {
-        return false;
-    }
-    for (size_t i = 0; i < s.len; i++) {
-        if (!core::is_tchar(static_cast<char>(s.data[i]))) {
-            return false;
-        }
-    }
-    return true;
-}
-
 }  // namespace
 
 ngx_int_t purge_precontent(ngx_http_request_t *r, LocConf *lcf)
@@ -311,7 +298,7 @@ char *set_cache_purge(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
             pc->soft = true;
         } else if (is(value[i], "from")) {
             from = true;
-        } else if (pc->method.len == 0 && is_token(value[i])
+        } else if (pc->method.len == 0 && core::is_token(view(value[i]))
                    && !is(value[i], "GET") && !is(value[i], "HEAD"))
         {
             pc->method = value[i];   // any method token but the reads

@@ -41,19 +41,6 @@ size_t min_len(uint8_t version)
     return kFixedLen + kTrailerLen + (version == 1 ? 0 : kEpochLen + kTagCountLen);
 }
 
-bool valid_name(std::string_view name)
-{
-    if (name.empty()) {
-        return false;
-    }
-    for (char c : name) {
-        if (!is_tchar(c)) {
-            return false;
-        }
-    }
-    return true;
-}
-
 // Anything but CR, LF and NUL (which would split or end the header when
 // it is sent: RFC 9110 5.5).
 bool valid_value(std::string_view value)
@@ -257,7 +244,7 @@ DecodeError read_headers(Reader &r, uint16_t nhdr, EntryView &out)
             return DecodeError::truncated;
         }
         total += nlen + static_cast<size_t>(vlen);
-        if (total > kEntryMaxHeaderBytes || !valid_name(h.name) ||
+        if (total > kEntryMaxHeaderBytes || !is_token(h.name) ||
             !valid_value(h.value)) {
             return DecodeError::bad_header;
         }
@@ -303,7 +290,7 @@ bool begin_entry(const EntryMeta &meta, const EntryHeader *headers, size_t n,
             return false;
         }
         total += h.name.size() + h.value.size();
-        if (total > kEntryMaxHeaderBytes || !valid_name(h.name) || !valid_value(h.value)) {
+        if (total > kEntryMaxHeaderBytes || !is_token(h.name) || !valid_value(h.value)) {
             return false;
         }
     }

@@ -2,6 +2,7 @@
 #include "core/cache_tags.hpp"
 
 #include "core/cache_rules.hpp"
+#include "core/http_text.hpp"
 
 namespace fly::core {
 
@@ -41,15 +42,7 @@ bool parse_u64(std::string_view s, uint64_t &out)
 
 bool valid_tag(std::string_view tag)
 {
-    if (tag.empty() || tag.size() > kMaxTagLen) {
-        return false;
-    }
-    for (char c : tag) {
-        if (!tag_char(c)) {
-            return false;
-        }
-    }
-    return true;
+    return tag.size() <= kMaxTagLen && all_chars(tag, tag_char);
 }
 
 bool parse_tags(std::string_view list, std::string_view out[], size_t max,
