@@ -4,44 +4,11 @@
 
 #include "core/cache_tags.hpp"
 #include "core/http_text.hpp"
+#include "core/url.hpp"
 
 namespace fly::core {
 
 namespace {
-
-int hex_value(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-// Query-string decoding: %XX and '+' (a space, which separates tags).
-bool percent_decode(std::string_view in, std::string &out)
-{
-    out.clear();
-    for (size_t i = 0; i < in.size(); i++) {
-        char c = in[i];
-        if (c == '+') {
-            out += ' ';
-        } else if (c == '%') {
-            if (in.size() - i < 3) {
-                return false;
-            }
-            int hi = hex_value(in[i + 1]);
-            int lo = hex_value(in[i + 2]);
-            if (hi < 0 || lo < 0) {
-                return false;
-            }
-            out += static_cast<char>(hi * 16 + lo);
-            i += 2;
-        } else {
-            out += c;
-        }
-    }
-    return true;
-}
 
 bool is_ctl_or_space(char ch)
 {
@@ -116,7 +83,8 @@ PurgeTarget parse_purge_target(std::string_view path, std::string_view args)
             }
         } else if (name == "tag" && path == "/") {
             any_tag = true;
-            if (!percent_decode(raw, value)) {
+            // a query string: '+' is a space, which separates tags
+            if (!percent_decode(raw, value, true)) {
                 t.error = "bad percent-encoding in tag";
                 return t;
             }
