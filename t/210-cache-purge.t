@@ -5,11 +5,10 @@
 # primary Redis (replication carries it everywhere, over region-local
 # fills too), removes every Vary variant, and is answered with JSON.
 use FlyEdge::Test;
-use HTTP::Tiny;
-use IO::Socket::INET;
-use IO::Socket::UNIX;
+use FlyEdge::CacheTest;
 
 our $HOST = 'purge.test';
+$FlyEdge::CacheTest::HOST = $HOST;
 
 our $HTTP = <<'EOF';
 fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
@@ -60,59 +59,6 @@ location /_denied/ {
 }
 EOF
 
-sub get {
-    my ($path, $r, %o) = @_;
-    return send_request(path => $path, region => $r // 'scl', direct => 1,
-                        headers => { Host => $HOST, %{ $o{headers} // {} } });
-}
-sub xc { my $res = get(@_); return $res->{headers}{'x-cache'} // '' }
-
-# MISS then HIT in region $r.
-sub cached_in {
-    my ($path, $r, %o) = @_;
-    my $m = xc($path, $r, %o);
-    my $h = xc($path, $r, %o);
-    return $m eq 'MISS' && $h eq 'HIT';
-}
-
-sub purge {
-    my ($path, $r, %o) = @_;
-    return send_request(method => $o{method} // 'PURGE', path => $path, region => $r // 'scl',
-                        direct => 1, headers => { Host => $HOST, %{ $o{headers} // {} } });
-}
-
-sub app_count {
-    my ($r) = @_;
-    my $res = HTTP::Tiny->new(timeout => 5)->get(topology()->app_url($r) . '/__count');
-    return json_decode($res->{content})->{count};
-}
-
-# A raw request (absolute URIs in the request line): to region $to's nginx
-# (TCP), or to a unix socket path.  Returns { status, headers, content }.
-sub raw {
-    my ($to, $text) = @_;
-    my $s = $to =~ m{^/} ? IO::Socket::UNIX->new(Peer => $to, Type => SOCK_STREAM)
-                         : IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => topology()->nginx_port($to),
-                                                 Proto => 'tcp', Timeout => 5);
-    die "connect $to: $!" unless $s;
-    $text =~ s/\n/\r\n/g;
-    print $s $text;
-    local $/;
-    my $all = <$s> // '';
-    close $s;
-    my ($head, $body) = split /\r\n\r\n/, $all, 2;
-    my ($status) = ($head // '') =~ m{^HTTP/1\.\d (\d{3})};
-    my %h;
-    for my $line (split /\r\n/, $head // '') {
-        $h{lc $1} = $2 if $line =~ /^([^:]+):\s*(.*)$/;
-    }
-    if (($h{'transfer-encoding'} // '') =~ /chunked/) {
-        my $out = '';
-        while ($body =~ s/^([0-9a-f]+)\r\n//i) { my $n = hex $1; last unless $n; $out .= substr($body, 0, $n, ''); $body =~ s/^\r\n// }
-        $body = $out;
-    }
-    return { status => $status // 0, headers => \%h, content => $body // '' };
-}
 
 sub key_of { "fly:http$HOST$_[0]" }
 
@@ -152,7 +98,7 @@ like($t->redis('scl')->get(main::key_of($p)), qr/^FLYT1/, 'a tombstone on the pr
 my $p = '/hdr?t=2&Cache-Control=max-age%3D300';
 ok(main::cached_in($p, 'scl'), 'cached');
 my $port = $t->nginx_port('scl');
-my $pr = main::raw('scl', "PURGE http://purge.test$p HTTP/1.1\nHost: 127.0.0.1:$port\nConnection: close\n\n");
+my $pr = main::raw_request('scl', "PURGE http://purge.test$p HTTP/1.1\nHost: 127.0.0.1:$port\nConnection: close\n\n");
 is($pr->{status}, 200, 'PURGE http://purge.test/... answered 200');
 is(json_decode($pr->{content})->{key}, "httppurge.test$p", 'the key of the URI in the request line');
 is(main::xc($p, 'scl'), 'MISS', 'the GET of that URI misses');
@@ -271,15 +217,15 @@ my $p = '/hdr?t=9&Cache-Control=max-age%3D300';
 my $q = '/hdr?t=9b&Cache-Control=max-age%3D300';
 ok(main::cached_in($_, 'scl'), "$_ cached") for $p, $q;
 my $before = main::app_count('scl');
-my $a = main::raw($sock, "PURGE http://purge.test$p HTTP/1.1\nHost: whatever\nConnection: close\n\n");
+my $a = main::raw_request($sock, "PURGE http://purge.test$p HTTP/1.1\nHost: whatever\nConnection: close\n\n");
 is($a->{status}, 200, 'PURGE http://purge.test/... 200');
 is(json_decode($a->{content})->{key}, "httppurge.test$p", 'its key');
-my $b = main::raw($sock, "PURGE $q HTTP/1.1\nHost: purge.test\nConnection: close\n\n");
+my $b = main::raw_request($sock, "PURGE $q HTTP/1.1\nHost: purge.test\nConnection: close\n\n");
 is($b->{status}, 200, 'PURGE /... with Host 200');
 is(json_decode($b->{content})->{key}, "httppurge.test$q", 'its key');
 is(main::app_count('scl'), $before, 'the app never saw them');
 is(main::xc($_, 'scl'), 'MISS', "$_ misses") for $p, $q;
-my $c = main::raw($sock, "GET $q HTTP/1.1\nHost: purge.test\nConnection: close\n\n");
+my $c = main::raw_request($sock, "GET $q HTTP/1.1\nHost: purge.test\nConnection: close\n\n");
 is($c->{status}, 405, 'GET to the endpoint: 405');
 is($c->{headers}{allow}, 'PURGE', 'Allow: PURGE');
 

@@ -4,12 +4,13 @@
 # touched, a tag epoch and the tag's record are (core/cache_tags.hpp), and
 # a HIT of an entry older than the last tag purge checks its tags' records.
 use FlyEdge::Test;
-use HTTP::Tiny;
+use FlyEdge::CacheTest;
 use IO::Select;
 use IO::Socket::INET;
 use Time::HiRes qw(time);
 
 our $HOST = 'tags.test';
+$FlyEdge::CacheTest::HOST = $HOST;
 
 our $HTTP = <<'EOF';
 fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
@@ -33,26 +34,6 @@ location /sk/ {
     proxy_pass http://app/;
 }
 EOF
-
-sub get {
-    my ($path, $r, %o) = @_;
-    return send_request(path => $path, region => $r // 'scl', direct => 1, timeout => $o{timeout},
-                        headers => { Host => $HOST, %{ $o{headers} // {} } });
-}
-sub xc { my $res = get(@_); return $res->{headers}{'x-cache'} // '' }
-sub cached_in { my ($p, $r) = @_; my $m = xc($p, $r); my $h = xc($p, $r); $m eq 'MISS' && $h eq 'HIT' }
-
-sub purge {
-    my ($path, $r) = @_;
-    return send_request(method => 'PURGE', path => $path, region => $r // 'scl', direct => 1,
-                        headers => { Host => $HOST });
-}
-
-sub app_count {
-    my ($r) = @_;
-    my $res = HTTP::Tiny->new(timeout => 5)->get(topology()->app_url($r) . '/__count');
-    return json_decode($res->{content})->{count};
-}
 
 sub key_of { "fly:http$HOST$_[0]" }
 

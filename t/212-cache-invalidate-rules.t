@@ -5,8 +5,10 @@
 # MediaWiki's edits need: POST /index.php?title=T&action=submit changes
 # /wiki/T.
 use FlyEdge::Test;
+use FlyEdge::CacheTest;
 
 our $HOST = 'inv.test';
+$FlyEdge::CacheTest::HOST = $HOST;
 
 our $HTTP = <<'EOF';
 fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
@@ -41,13 +43,6 @@ EOF
 
 sub uri_escape { my ($s) = @_; $s =~ s/([^A-Za-z0-9\-._~])/sprintf('%%%02X', ord $1)/ge; $s }
 
-sub get {
-    my ($path, $r, %o) = @_;
-    return send_request(path => $path, region => $r // 'scl', direct => 1,
-                        headers => { Host => $o{host} // $HOST });
-}
-sub xc { my $res = get(@_); return $res->{headers}{'x-cache'} // '' }
-sub cached_in { my ($p, $r, %o) = @_; my $m = xc($p, $r, %o); my $h = xc($p, $r, %o); $m eq 'MISS' && $h eq 'HIT' }
 sub post {
     my ($path, %o) = @_;
     return send_request(method => 'POST', path => $path, region => 'scl', direct => 1, body => 'x',

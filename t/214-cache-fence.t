@@ -6,11 +6,12 @@
 # replayed the write), and a response whose lookup came before the
 # invalidation is never stored, however long it took.
 use FlyEdge::Test;
-use HTTP::Tiny;
+use FlyEdge::CacheTest;
 use IO::Select;
 use IO::Socket::INET;
 
 our $HOST = 'fence.test';
+$FlyEdge::CacheTest::HOST = $HOST;
 our $FENCE = scaled(4);          # seconds; every check inside it takes far less
 
 our $HTTP = <<'EOF';
@@ -29,22 +30,10 @@ location / {
 }
 EOF
 
-sub get {
-    my ($path, $r, %o) = @_;
-    return send_request(path => $path, region => $r // 'scl', direct => 1, timeout => $o{timeout},
-                        headers => { Host => $HOST, %{ $o{headers} // {} } });
-}
-sub xc { my $res = get(@_); return $res->{headers}{'x-cache'} // '' }
-sub cached_in { my ($p, $r, %o) = @_; my $m = xc($p, $r, %o); my $h = xc($p, $r, %o); $m eq 'MISS' && $h eq 'HIT' }
 sub write_to {
     my ($path, $r) = @_;
     return send_request(method => 'POST', path => $path, region => $r // 'scl', direct => 1, body => 'x',
                         headers => { Host => $HOST });
-}
-sub app_count {
-    my ($r) = @_;
-    my $res = HTTP::Tiny->new(timeout => 5)->get(topology()->app_url($r) . '/__count');
-    return json_decode($res->{content})->{count};
 }
 sub key_of { "fly:http$HOST$_[0]" }
 
