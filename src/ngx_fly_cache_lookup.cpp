@@ -178,7 +178,11 @@ RedisOp *send_get(ngx_http_request_t *r, CacheCtx *cc, std::string_view key,
     MainConf *mcf = main_conf(r);
     const char *argv[2] = {"GET", key.data()};
     size_t argvlen[2] = {3, key.size()};
-    return mcf->redis_client->command(2, argv, argvlen, cb, cc);
+    RedisOp *op = mcf->redis_client->command(2, argv, argvlen, cb, cc);
+    if (op == nullptr) {
+        forget_scripts(mcf->redis_client);
+    }
+    return op;
 }
 
 // Lets the phases run on after a lookup: the content handler answers.
@@ -221,6 +225,7 @@ void hit(ngx_http_request_t *r, CacheCtx *cc, const core::EntryView &e)
 ValueState classify(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
 {
     if (reply == nullptr) {
+        forget_scripts(main_conf(r)->redis_client);
         return kFailed;
     }
     if (reply->type == REDIS_REPLY_NIL) {
