@@ -76,15 +76,28 @@ is($head->{headers}{'x-origin-count'}, $m->{headers}{'x-origin-count'}, 'the app
 fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
 --- config eval: $main::CACHE
 --- test
-my $p = '/big?size=100&t=3&Cache-Control=max-age%3D3';
+# max-age 3 s (more on a slow machine: the polls below must fit in a second)
+my $life = 2 + int(scaled(1) + 0.999);
+my $p = "/big?size=100&t=3&Cache-Control=max-age%3D$life";
 main::miss_then_hit($p);
-sleep 2;
-my $later = send_request(path => $p, region => 'scl', direct => 1);
-is($later->{headers}{'x-cache'}, 'HIT', 'still fresh after 2 s');
-cmp_ok($later->{headers}{age}, '>=', 1, 'Age grew');
-sleep 2;
-my $gone = send_request(path => $p, region => 'scl', direct => 1);
-like($gone->{headers}{'x-cache'}, qr/^(MISS|EXPIRED)$/, 'gone after max-age');
+my @seen;
+my $get = sub {
+    my $r = send_request(path => $p, region => 'scl', direct => 1);
+    push @seen, ($r->{headers}{'x-cache'} // '-') . ' Age ' . ($r->{headers}{age} // '-');
+    return $r;
+};
+# HITs while fresh, until Age reaches max-age - 1 (the last fresh second)
+my $later = $t->wait_until(sub {
+    my $r = $get->();
+    return { fail => $r } if ($r->{headers}{'x-cache'} // '') ne 'HIT';
+    return ($r->{headers}{age} // 0) >= $life - 1 ? $r : undef;
+}, scaled(5) + $life);
+ok($later && !$later->{fail}, "still fresh (HIT) with Age " . ($life - 1) . " of max-age $life") or diag("seen: @seen");
+# then, once the lifetime is over, gone
+my $gone = $t->wait_until(sub { my $r = $get->(); ($r->{headers}{'x-cache'} // '') ne 'HIT' ? $r : undef },
+                          scaled(5) + $life);
+like($gone ? $gone->{headers}{'x-cache'} // '' : 'still a HIT', qr/^(MISS|EXPIRED)$/, 'gone after max-age')
+    or diag("seen: @seen");
 my $again = send_request(path => $p, region => 'scl', direct => 1);
 is($again->{headers}{'x-cache'}, 'HIT', 'and filled again');
 
@@ -202,13 +215,18 @@ my $p = '/big?size=50&t=9&Cache-Control=max-age%3D60';
 main::miss_then_hit($p, region => 'atl');
 my $key = (grep { /t=9/ } $t->redis_cli('atl', 'KEYS', 'fly:*'))[0];
 ok($key, "atl's Redis has the entry: $key");
-sleep 0.5;
+# a marker written on the primary afterwards: once a replica has it, it is caught up
+my $marker = "marker-t9-" . time;
+$t->redis('scl')->set($marker, 1);
+for my $r (qw(ord atl)) {
+    ok($t->wait_until(sub { $t->redis($r)->get($marker) }, scaled(5)), "$r caught up with the primary");
+}
 is(($t->redis_cli($_, 'EXISTS', $key))[0], 0, "not on $_") for qw(scl ord);
 my $q = '/big?size=60&t=9b&Cache-Control=max-age%3D60';
 main::miss_then_hit($q, region => 'scl');
 my $k2 = (grep { /t=9b/ } $t->redis_cli('scl', 'KEYS', 'fly:*'))[0];
 for my $r (qw(ord atl)) {
-    ok($t->wait_until(sub { ($t->redis_cli($r, 'EXISTS', $k2))[0] }, 5), "the scl fill replicated to $r");
+    ok($t->wait_until(sub { ($t->redis_cli($r, 'EXISTS', $k2))[0] }, scaled(5)), "the scl fill replicated to $r");
 }
 my $ord = send_request(path => $q, region => 'ord', direct => 1);
 is($ord->{headers}{'x-cache'}, 'HIT', 'and ord answers it as a HIT without its app');
@@ -228,7 +246,7 @@ for my $k (1 .. 8) {
     my $pid = fork // die;
     if (!$pid) {
         my $bad = 0;
-        my $ua = HTTP::Tiny->new(keep_alive => 1, timeout => 10);
+        my $ua = HTTP::Tiny->new(keep_alive => 1, timeout => scaled(10));
         for my $i (1 .. 50) {
             my $p = $paths[($i + $k) % @paths];
             my $res = $ua->get($t->nginx_url('scl') . $p);

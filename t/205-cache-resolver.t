@@ -28,6 +28,12 @@ our $CC = 'Cache-Control=max-age%3D60';
 our (%PROC, @LOCKS);
 our $ZONE = "$DIR/zone.json";
 our $DNS_LOG = "$DIR/dns.log";
+# A request that must not wait for the resolver is answered within $PROMPT
+# seconds (the Redis timeouts are the defaults, 100 ms / 200 ms); every
+# resolver_timeout a block could wait for is at least 5 times that: the one
+# this file sets (5 x $PROMPT) and nginx's default of 30 s (TEST 7; 5 x 6 s
+# in the sanitizer pass).
+our $PROMPT = scaled(1.5);
 
 # ------------------------------------------------------------------ processes of this file
 
@@ -83,7 +89,7 @@ sub stop_extras {
     return unless $$ == $OWNER;
     my @pids = grep { kill 0, $_ } values %PROC;
     kill 'TERM', @pids;
-    my $deadline = time + 5;
+    my $deadline = time + scaled(5);
     while (@pids && time < $deadline) {
         @pids = grep { waitpid($_, POSIX::WNOHANG()) == 0 } @pids;
         sleep 0.02 if @pids;
@@ -104,7 +110,7 @@ END {
 
 sub wait_for {
     my ($what, $sub, $secs) = @_;
-    my $deadline = time + ($secs // 10);
+    my $deadline = time + scaled($secs // 10);
     until ($sub->()) {
         die "$what: timed out\n" if time > $deadline;
         sleep 0.02;
@@ -152,7 +158,7 @@ sub dns_queries_since {
 # A tiny RESP client (Redis.pm does not take IPv6 addresses).
 sub resp_connect {
     my ($port, $user, $pass) = @_;
-    my $s = IO::Socket::IP->new(PeerHost => '::1', PeerPort => $port, Timeout => 3) or die "connect [::1]:$port: $@";
+    my $s = IO::Socket::IP->new(PeerHost => '::1', PeerPort => $port, Timeout => scaled(3)) or die "connect [::1]:$port: $@";
     $s->autoflush(1);
     my $r = resp($s, 'AUTH', (defined $user ? $user : ()), $pass // $PW);
     die "AUTH: $r" unless $r eq 'OK';
@@ -218,12 +224,13 @@ eval {
 
 # The http-level snippet: a resolver (our DNS server unless given), then
 # fly_redis.  With readme => 1 it is written as in the README and
-# docker/nginx.conf (no resolver_timeout); otherwise `resolver_timeout 2s`
-# is set, so blocks about other things do not depend on its default.
+# docker/nginx.conf (no resolver_timeout); otherwise `resolver_timeout` is
+# set to 5 x $PROMPT, so blocks about other things do not depend on its
+# default.
 sub http_conf {
     my ($url, %o) = @_;
     my $resolver = exists $o{resolver} ? $o{resolver} : "resolver 127.0.0.1:$DNS_PORT valid=1s;";
-    my $timeout = defined $resolver && !$o{readme} ? 'resolver_timeout 2s;' : undef;
+    my $timeout = defined $resolver && !$o{readme} ? sprintf('resolver_timeout %dms;', 5000 * $PROMPT) : undef;
     $url =~ s/%%R6_PORT%%/$R6_PORT/g;
     return join "\n", grep { defined && length } $resolver, $timeout, qq{fly_redis "$url";}, '';
 }
@@ -266,13 +273,14 @@ sub app_answers_with_error {
         is(length $r->{content}, $size, "$what: request $i has the app's body");
         cmp_ok($r->{headers}{'x-origin-count'} // 0, '>', $prev, "$what: request $i reached the app");
         $prev = $r->{headers}{'x-origin-count'} // 0;
-        cmp_ok($r->{elapsed}, '<', 3, "$what: request $i done within 3 s (" . sprintf('%.3f', $r->{elapsed}) . ' s)');
+        cmp_ok($r->{elapsed}, '<', $PROMPT, "$what: request $i done within $PROMPT s (" . sprintf('%.3f', $r->{elapsed}) . ' s)');
     }
 }
 
-# Polls $path until a HIT (at most $secs): returns (the X-Cache values seen, seconds taken).
+# Polls $path until a HIT (at most scaled($secs)): returns (the X-Cache values seen, seconds taken).
 sub poll_until_hit {
     my ($path, $secs) = @_;
+    $secs = scaled($secs);
     my $t0 = time;
     my @seen;
     while (time - $t0 < $secs) {
@@ -469,7 +477,7 @@ my @kids;
 for my $k (0 .. 7) {
     my $pid = fork // die "fork: $!";
     if (!$pid) {
-        my $ua = HTTP::Tiny->new(keep_alive => 0, timeout => 10);
+        my $ua = HTTP::Tiny->new(keep_alive => 0, timeout => scaled(10));
         open my $out, '>', "$main::DIR/conc-$k.txt" or POSIX::_exit(1);
         for my $i (1 .. 25) {
             my $res = $ua->get($t->nginx_url('scl') . $paths[($i + $k) % @paths]);
@@ -496,8 +504,11 @@ is(scalar(grep { !/^200 (MISS|HIT)$/ } keys %status), 0, 'every one 200, a MISS 
     or diag(Test::More::explain(\%status));
 cmp_ok($status{'200 HIT'} // 0, '>=', 150, 'mostly HITs') or diag(Test::More::explain(\%status));
 is(scalar(keys %workers), 2, 'both workers served requests') or diag(Test::More::explain(\%workers));
-sleep 0.2;
-my @nginx = grep { !/\bid=$my_id\b/ } split /\n/, main::resp($r6, 'CLIENT', 'LIST');
+# (connections closed along the way would leave CLIENT LIST at once, so wait
+# for the count to settle on the number of workers, then compare)
+my $nginx_clients = sub { grep { !/\bid=$my_id\b/ } split /\n/, main::resp($r6, 'CLIENT', 'LIST') };
+$t->wait_until(sub { scalar(my @c = $nginx_clients->()) == scalar(keys %workers) }, scaled(5));
+my @nginx = $nginx_clients->();
 is(scalar @nginx, scalar(keys %workers), 'CLIENT LIST: one connection per worker that served requests')
     or diag(join "\n", @nginx);
 my ($conns1) = main::resp($r6, 'INFO', 'stats') =~ /total_connections_received:(\d+)/;

@@ -64,7 +64,7 @@ sub set_mode {
 # every mode): the reply's value (integer or bulk string).
 sub fake {
     my (@args) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $FAKE_PORT, Proto => 'tcp', Timeout => 5)
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $FAKE_PORT, Proto => 'tcp', Timeout => scaled(5))
         or die "connect to the fake Redis: $!";
     print $s '*' . (@args + 1) . "\r\n\$4\r\nFAKE\r\n" . join('', map { '$' . length($_) . "\r\n$_\r\n" } @args);
     my $line = <$s> // die "the fake Redis closed\n";

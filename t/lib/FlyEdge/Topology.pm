@@ -1230,7 +1230,7 @@ C<FLY_TEST_VERBOSE>, C<FLY_TEST_TMPDIR> (default F</tmp>).
 =item start(%spec), stop
 
 start() takes the same arguments as configure().  stop() stops every process
-by PID (their own signal, KILL after 10 s) and removes the directory unless
+by PID (their own signal, KILL after C<scaled(10)> s) and removes the directory unless
 C<$FLY_TEST_KEEP> is set or a test failed.  END, DESTROY and SIGINT/TERM/HUP/QUIT
 handlers call it; children also get a parent-death signal.
 
@@ -1247,7 +1247,8 @@ C<replica_regions>, C<primary_region>, C<module_path>, C<has_module>.
 
 C<redis(R)> (Redis.pm client), C<redis_cli(R, @args)>, C<stop_redis(R)>,
 C<start_redis(R)>, C<pause_redis(R [, secs])> (SIGSTOP; SIGCONT after secs),
-C<resume_redis(R)>, C<redis_debug_sleep(R, secs)>.
+C<resume_redis(R)>, C<redis_debug_sleep(R, secs)> (returns once Redis
+sleeps), C<redis_asleep(R)> (true while it is inside DEBUG SLEEP).
 
 =item PostgreSQL
 
@@ -1270,7 +1271,16 @@ C<stop_app(R)>, C<start_app(R)>, C<app_log_path(R)>.
 
 =item wait_until(sub, timeout)
 
-Polls until the sub returns true; returns its value or undef.
+Polls until the sub returns true (at once, then at growing intervals of up
+to 0.1 s); returns its value, or undef once C<timeout> seconds have passed.
+The caller scales C<timeout> (C<scaled(5)>); without one, C<scaled(10)>.
+
+=item time_scale(), scaled(secs)
+
+C<FLY_TEST_TIME_SCALE> (at least 1) and C<secs> times it.  Every wait of
+the topology (start, reload, stop, a command it runs, its clients'
+timeouts, the emulator's C<--timeout>) is a guard against a hang, generous
+and scaled.
 
 =back
 
