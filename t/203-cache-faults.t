@@ -33,15 +33,10 @@ our ($BH_PID, $BH_PORT, $BH_OUT, $BH_IN);
 my $MAIN_PID = $$;
 END { if ($BH_PID && $$ == $MAIN_PID) { kill 'TERM', $BH_PID; close $BH_IN; waitpid $BH_PID, 0 } }
 
-# A port nothing listens on (an ephemeral one: the harness allocates below
-# that range, and an outgoing socket bound to it does not listen).
-our $CLOSED_PORT = do {
-    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp')
-        or die "listen: $!";
-    my $p = $s->sockport;
-    close $s;
-    $p;
-};
+# A port nothing listens on: below the ephemeral range (no port-0 listener
+# of any process gets it) and locked like the harness's own ports (no other
+# test file takes it) while this file runs.
+our $CLOSED_PORT = FlyEdge::Topology::reserve_port();
 
 # The cache configuration of a block.  `tag` makes every block's
 # configuration different, so each block starts with new workers (no

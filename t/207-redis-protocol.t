@@ -241,7 +241,7 @@ for my $size (@sizes) {
 my @paths = sort keys %miss;
 my $max_batch_before = main::fake_stats()->{max_batch};
 for my $split (@main::SPLITS) {
-    main::set_mode(split => $split, coalesce => 30);
+    main::set_mode(split => $split, coalesce => int(scaled(30)));    # ms: the window to batch replies in
     my $before = main::app_count();
     my @res = main::par_get(@paths);
     my @bad;

@@ -135,6 +135,11 @@ sub run_block {
     my $name = $block->name;
     my $region = block_region($block);
     check_eval_errors($block);
+    # `--- wait` used to sleep after the requests: a fixed sleep before a
+    # check is a race on a slow machine.  Expected log lines are polled for
+    # (--- error_log); anything else is polled for in --- test.
+    croak "--- wait is not supported: poll for the condition (--- error_log waits for its lines; "
+        . "in --- test use \$t->wait_until(sub { ... }, scaled(SECS)))" if exists $block->{wait};
 
     if (exists $block->{must_die}) {
         my %spec = block_spec($block);
@@ -170,11 +175,6 @@ sub run_block {
             or croak "--- test of '$name' does not compile: $@";
         $sub->($T, $block, \@responses);
     }
-    # `--- wait` slept here: a fixed sleep before checking something is a
-    # race on a slow machine.  Expected log lines are polled for (--- error_log),
-    # anything else is polled for in --- test with $t->wait_until.
-    croak "--- wait is not supported: poll for the condition (--- error_log waits for its lines; "
-        . "in --- test use \$t->wait_until(sub { ... }, scaled(SECS)))" if exists $block->{wait};
 
     # error log expectations, per region
     for my $r ($T->regions) {

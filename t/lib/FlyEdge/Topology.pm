@@ -126,6 +126,12 @@ sub _free_port {
     croak "no free port found";
 }
 
+# reserve_port(): a port of that range, locked the same way for as long as
+# this process runs, for a test's own listener or for a port on which
+# nothing may listen (the kernel never hands it out to a port-0 listener).
+my %RESERVED = (used_port => {}, port_locks => []);
+sub reserve_port { _free_port(\%RESERVED) }
+
 # ------------------------------------------------------------------ accessors
 
 sub dir            { $_[0]{dir} }
@@ -1242,6 +1248,8 @@ C<pg_primary_port>, C<pg_replica_port>, C<database_url(R)>, C<pg_dsn(R)>,
 C<emulator_port([R])>, C<emulator_url([R])>, C<control_port(R)>,
 C<machine_id(R)>, C<vars(R)>, C<substitute(R, TEXT)>, C<dir>, C<regions>,
 C<replica_regions>, C<primary_region>, C<module_path>, C<has_module>.
+C<FlyEdge::Topology::reserve_port()>: a free port of the same range,
+locked for the life of the process (e.g. one nothing listens on).
 
 =item Redis
 
