@@ -4,6 +4,15 @@
 use FlyEdge::Test;
 use Digest::SHA qw(sha256_hex);
 
+# The region's Redis; its timeouts only guard against a hang here (none of
+# these tests is about a slow Redis), so they are generous and scaled: a
+# busy machine never turns a healthy lookup into an ERROR.
+our $HTTP = sprintf(<<'EOF', (scaled(2) * 1000) x 2);
+fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+fly_redis_timeout %dms;
+fly_redis_connect_timeout %dms;
+EOF
+
 our $CACHE = <<'EOF';
 location / {
     fly_cache on;
@@ -34,8 +43,7 @@ run_tests();
 __DATA__
 
 === TEST 1: text, binary, gzip and chunked bodies come back byte-identical, headers preserved
---- http_config
-fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+--- http_config eval: $main::HTTP
 --- config eval: $main::CACHE
 --- test
 my $cc = 'Cache-Control=public%2C%20max-age%3D60';
@@ -57,8 +65,7 @@ is($gz->{headers}{'content-encoding'}, 'gzip', 'a gzip body stays gzip-encoded')
 
 
 === TEST 2: a HEAD is answered from the GET entry, without a body
---- http_config
-fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+--- http_config eval: $main::HTTP
 --- config eval: $main::CACHE
 --- test
 my $p = '/big?size=1234&t=2&Cache-Control=max-age%3D60';
@@ -72,8 +79,7 @@ is($head->{headers}{'x-origin-count'}, $m->{headers}{'x-origin-count'}, 'the app
 
 
 === TEST 3: Age grows and the entry expires with its freshness
---- http_config
-fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+--- http_config eval: $main::HTTP
 --- config eval: $main::CACHE
 --- test
 # max-age 3 s (more on a slow machine: the polls below must fit in a second)
@@ -103,8 +109,7 @@ is($again->{headers}{'x-cache'}, 'HIT', 'and filled again');
 
 
 === TEST 4: the default key includes the host: two hosts, two entries
---- http_config
-fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+--- http_config eval: $main::HTTP
 --- config eval: $main::CACHE
 --- test
 my $p = '/hdr?t=4&Cache-Control=max-age%3D60&echo=Host';
@@ -117,8 +122,7 @@ like($keys[0], qr{^fly:httpa\.example/hdr\?t=4}, 'key has scheme, host and URI')
 
 
 === TEST 5: fly_cache_key with variables
---- http_config
-fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+--- http_config eval: $main::HTTP
 --- config
 location / {
     fly_cache on;
@@ -135,8 +139,7 @@ is(($t->redis_cli('scl', 'EXISTS', 'fly:/big|1'))[0], 1, 'the configured key is 
 
 
 === TEST 6: a large response that spills to a temporary file, and an unbuffered one, are stored whole
---- http_config
-fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+--- http_config eval: $main::HTTP
 --- config
 location / {
     fly_cache on;
@@ -162,8 +165,7 @@ for my $p ('/big?size=300000&t=6&Cache-Control=max-age%3D60', '/bin?size=2000000
 
 
 === TEST 7: access checks still guard cached pages (the lookup runs after the access phase)
---- http_config
-fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+--- http_config eval: $main::HTTP
 --- config
 location /open/ {
     fly_cache on;
@@ -189,8 +191,7 @@ location /guarded/ {
 
 
 === TEST 8: writes and other methods are never answered from the cache; POST goes to the app
---- http_config
-fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+--- http_config eval: $main::HTTP
 --- config eval: $main::CACHE
 --- test
 my $p = '/hdr?t=8&Cache-Control=max-age%3D60&body=cached';
@@ -207,8 +208,7 @@ is(send_request(path => $p, region => 'scl', direct => 1)->{headers}{'x-cache'},
 
 
 === TEST 9: a fill in atl stays in atl; a fill in scl reaches every region
---- http_config
-fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+--- http_config eval: $main::HTTP
 --- config eval: $main::CACHE
 --- test
 my $p = '/big?size=50&t=9&Cache-Control=max-age%3D60';
@@ -234,8 +234,7 @@ is($ord->{headers}{'x-app-region'}, 'scl', 'the stored response came from scl');
 
 
 === TEST 10: many concurrent HITs on keepalive connections, both workers, all correct
---- http_config
-fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+--- http_config eval: $main::HTTP
 --- config eval: $main::CACHE
 --- test
 my @paths = map { "/bin?size=" . (1000 * $_) . "&t=10&Cache-Control=max-age%3D60" } 1 .. 8;

@@ -159,7 +159,10 @@ sub not_stored_ok {
     return ($m, $h);
 }
 
-our $HTTP = qq{fly_redis "redis://x:\${REDIS_PASSWORD}\@127.0.0.1:\${REDIS_PORT}/0";\n};
+# Redis's timeouts only guard against a hang here: generous and scaled, so a
+# busy machine never turns a healthy lookup or fill into an ERROR.
+our $HTTP = qq{fly_redis "redis://x:\${REDIS_PASSWORD}\@127.0.0.1:\${REDIS_PORT}/0";\n}
+          . sprintf("fly_redis_timeout %dms;\nfly_redis_connect_timeout %dms;\n", (scaled(2) * 1000) x 2);
 
 our $CACHE = <<'EOF';
 fly_cache on;

@@ -3,9 +3,11 @@
 # key never turns into an error the client sees.  Every request below is
 # answered by the region's app (status 200, its body, X-Origin-Count moved
 # on) with X-Cache ERROR or MISS, within a bound far above the configured
-# timeouts ($LIVENESS: scaled(2) s against 100/200 ms, and 5 x $LIVENESS
-# where a block must tell "waited for a timeout" from "did not wait"; a
-# liveness check, not a speed test); the error log is rate
+# timeouts ($LIVENESS = scaled(2) s, 5 times the Redis timeouts of
+# $LIVENESS / 5 = 400 ms, which a healthy Redis on a busy machine does not
+# reach; where a block must tell "waited for a timeout" from "did not wait"
+# the timeouts are 5 x $LIVENESS instead; a liveness check, not a speed
+# test); the error log is rate
 # limited and garbage is logged at warn at most; once Redis is back the
 # cache works again.  Also: a fill in a replica region stays in that region,
 # a fill in the primary region reaches every replica.
@@ -18,7 +20,8 @@ use File::Basename qw(dirname);
 use File::Spec;
 
 our $HOST = 'faults.test';     # the Host of every request: keys are fly:http$HOST$uri
-our $LIVENESS = scaled(2);     # seconds; the Redis timeouts are 100 ms / 200 ms
+our $LIVENESS = scaled(2);     # seconds; the Redis timeouts are a fifth of that
+our $REDIS_TIMEOUT = int(1000 * $LIVENESS / 5) . 'ms';
 our %SEEN;                     # highest X-Origin-Count seen per region
 
 # A listener that accepts and never answers, for the whole file.
@@ -44,8 +47,8 @@ our $CLOSED_PORT = FlyEdge::Topology::reserve_port();
 sub http_config {
     my ($tag, %o) = @_;
     my $url = $o{url} // 'redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0';
-    my $timeout = $o{timeout} // '100ms';
-    my $connect = $o{connect_timeout} // '200ms';
+    my $timeout = $o{timeout} // $REDIS_TIMEOUT;
+    my $connect = $o{connect_timeout} // $REDIS_TIMEOUT;
     return <<"EOF";
 # block: $tag
 fly_redis "$url";
@@ -309,14 +312,15 @@ ok($hit, 'Redis resumed: the entry is served again') and main::from_cache($hit, 
 
 
 === TEST 4: Redis busy in DEBUG SLEEP: ERROR without hanging, also for 20 requests at once; awake: HIT
---- http_config eval: main::http_config('debug-sleep')
+--- http_config eval: main::http_config('debug-sleep', timeout => int(100 * $main::LIVENESS) . 'ms', connect_timeout => int(100 * $main::LIVENESS) . 'ms')
 --- config eval: $main::CACHE
 --- test
 my ($p, $b) = ('/hdr?body=debug-sleep', 'debug-sleep');
 main::warm($p, $b, 'before the sleep');
 main::par_get(4, '/hdr?body=debug-sleep-connect');
-# long enough for the requests below on a slow machine; returns once Redis sleeps
-my $secs = scaled(3);
+# Redis's timeouts are $LIVENESS / 10 here, so the requests below take about
+# 4 of them; the sleep lasts 5 times that (and returns once Redis sleeps)
+my $secs = scaled(4);
 $t->redis_debug_sleep('atl', $secs);
 for my $i (1 .. 3) {
     main::from_app(main::get($p), $b, 'ERROR', "Redis asleep, request $i");

@@ -29,10 +29,10 @@ our (%PROC, @LOCKS);
 our $ZONE = "$DIR/zone.json";
 our $DNS_LOG = "$DIR/dns.log";
 # A request that must not wait for the resolver is answered within $PROMPT
-# seconds (the Redis timeouts are the defaults, 100 ms / 200 ms); every
-# resolver_timeout a block could wait for is at least 5 times that: the one
-# this file sets (5 x $PROMPT) and nginx's default of 30 s (TEST 7; 5 x 6 s
-# in the sanitizer pass).
+# seconds; the Redis timeouts are a fifth of that (300 ms, so a healthy
+# lookup on a busy machine is no ERROR), and every resolver_timeout a block
+# could wait for is at least 5 times $PROMPT: the one this file sets and
+# nginx's default of 30 s (TEST 7; 5 x 6 s in the sanitizer pass).
 our $PROMPT = scaled(1.5);
 
 # ------------------------------------------------------------------ processes of this file
@@ -223,16 +223,17 @@ eval {
 # ------------------------------------------------------------------ configuration
 
 # The http-level snippet: a resolver (our DNS server unless given), then
-# fly_redis.  With readme => 1 it is written as in the README and
-# docker/nginx.conf (no resolver_timeout); otherwise `resolver_timeout` is
-# set to 5 x $PROMPT, so blocks about other things do not depend on its
-# default.
+# fly_redis and its timeouts ($PROMPT / 5).  With readme => 1 the resolver
+# is written as in the README and docker/nginx.conf (no resolver_timeout);
+# otherwise `resolver_timeout` is set to 5 x $PROMPT, so blocks about other
+# things do not depend on its default.
 sub http_conf {
     my ($url, %o) = @_;
     my $resolver = exists $o{resolver} ? $o{resolver} : "resolver 127.0.0.1:$DNS_PORT valid=1s;";
     my $timeout = defined $resolver && !$o{readme} ? sprintf('resolver_timeout %dms;', 5000 * $PROMPT) : undef;
+    my $redis_timeouts = sprintf("fly_redis_timeout %dms;\nfly_redis_connect_timeout %dms;", (200 * $PROMPT) x 2);
     $url =~ s/%%R6_PORT%%/$R6_PORT/g;
-    return join "\n", grep { defined && length } $resolver, $timeout, qq{fly_redis "$url";}, '';
+    return join "\n", grep { defined && length } $resolver, $timeout, qq{fly_redis "$url";}, $redis_timeouts, '';
 }
 
 our $LOC = <<'EOF';

@@ -2,9 +2,12 @@
 # region: the DEL goes to the primary Redis and replication carries it.
 use FlyEdge::Test;
 
-our $HTTP = <<'EOF';
+# Redis's timeouts only guard against a hang here: generous and scaled.
+our $HTTP = sprintf(<<'EOF', (scaled(2) * 1000) x 2);
 fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
 fly_redis_primary "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT_SCL}/0";
+fly_redis_timeout %dms;
+fly_redis_connect_timeout %dms;
 fly_replay on;
 EOF
 
