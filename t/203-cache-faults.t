@@ -118,10 +118,32 @@ sub from_cache {
     return $ok;
 }
 
+# Every worker of region $r has its Redis connection up ("fly redis
+# connected" in the block's log; a worker connects at its first lookup):
+# parallel requests until each one logged it.  A healthy lookup then meets
+# a connected client, not a connection being set up on a busy machine,
+# which may take longer than a lookup's timeout.
+sub connect_workers {
+    my ($r) = @_;
+    $r //= 'atl';
+    my $t = topology();
+    my @pids = $t->nginx_worker_pids($r);
+    my $left;
+    my $ok = $t->wait_until(sub {
+        my $log = block_error_log($r);
+        $left = grep { $log !~ /\b$_#\d+: fly redis connected regional / } @pids;
+        return 1 unless $left;
+        par_get(4, '/hdr?body=connect', region => $r);
+        return 0;
+    }, scaled(10));
+    ok($ok, "$r: every worker is connected to its Redis") or diag("$left of " . scalar(@pids) . " workers are not");
+}
+
 # MISS then (once the fill landed) HIT for a path in atl.
 sub warm {
     my ($path, $body, $label) = @_;
     my $t = topology();
+    connect_workers('atl');
     from_app(get($path), $body, 'MISS', "$label: first request");
     ok($t->wait_until(sub { defined $t->redis('atl')->get(key_of($path)) }, scaled(3)), "$label: the entry was stored");
     from_cache(get($path), $body, "$label: second request");
@@ -299,7 +321,6 @@ ok($hit, 'Redis back: then a HIT') and main::from_cache($hit, $b, 'Redis back, t
 --- test
 my ($p, $b) = ('/hdr?body=sigstop', 'sigstop');
 main::warm($p, $b, 'before the pause');
-main::par_get(4, '/hdr?body=sigstop-connect');   # connect both workers
 $t->pause_redis('atl');
 for my $i (1 .. 5) {
     main::from_app(main::get($p), $b, 'ERROR', "Redis paused, request $i");
@@ -317,7 +338,6 @@ ok($hit, 'Redis resumed: the entry is served again') and main::from_cache($hit, 
 --- test
 my ($p, $b) = ('/hdr?body=debug-sleep', 'debug-sleep');
 main::warm($p, $b, 'before the sleep');
-main::par_get(4, '/hdr?body=debug-sleep-connect');
 # Redis's timeouts are $LIVENESS / 10 here, so the requests below take about
 # 4 of them; the sleep lasts 5 times that (and returns once Redis sleeps)
 my $secs = scaled(4);
@@ -526,7 +546,6 @@ is(scalar $t->redis_cli('atl', 'EXISTS', main::key_of('/hdr?body=bad-auth')), '0
 --- test
 my ($p, $b) = ('/hdr?body=reload', 'reload');
 main::warm($p, $b, 'before the pause');
-main::par_get(4, '/hdr?body=reload-connect');
 my @old = $t->nginx_worker_pids('atl');
 $t->pause_redis('atl');
 main::parallel_from_app(10, $p, $b, 'ERROR', 'paused, before the reload');
@@ -560,10 +579,12 @@ for my $r (qw(ord atl)) {
 is(scalar $t->redis_cli('atl', 'EXISTS', $k), '1', 'the atl fill is on the atl replica');
 is(scalar $t->redis_cli('scl', 'EXISTS', $k), '0', 'not on the primary');
 is(scalar $t->redis_cli('ord', 'EXISTS', $k), '0', 'not on ord');
+main::connect_workers('ord');
 main::from_app(main::get($atl, region => 'ord'), 'filled-in-atl', 'MISS', 'the same URL in ord', region => 'ord');
 
 my $scl = '/hdr?body=filled-in-scl';
 my $ks = main::key_of($scl);
+main::connect_workers('scl');
 main::from_app(main::get($scl, region => 'scl'), 'filled-in-scl', 'MISS', 'a MISS in scl', region => 'scl');
 for my $r (qw(scl ord atl)) {
     ok($t->wait_until(sub { $t->redis_cli($r, 'EXISTS', $ks) eq '1' }, scaled(5)), "the scl fill reached $r");
