@@ -119,7 +119,7 @@ sub from_cache {
 }
 
 # Every worker of region $r has its Redis connection up ("fly redis
-# connected" in the block's log; a worker connects at its first lookup):
+# connected" in its log; a worker connects at its first lookup):
 # parallel requests until each one logged it.  A healthy lookup then meets
 # a connected client, not a connection being set up on a busy machine,
 # which may take longer than a lookup's timeout.
@@ -130,8 +130,8 @@ sub connect_workers {
     my @pids = $t->nginx_worker_pids($r);
     my $left;
     my $ok = $t->wait_until(sub {
-        my $log = block_error_log($r);
-        $left = grep { $log !~ /\b$_#\d+: fly redis connected regional / } @pids;
+        my $log = $t->error_log($r);    # the workers may predate the block
+        $left = grep { $log !~ /\] $_#\d+: fly redis connected regional / } @pids;
         return 1 unless $left;
         par_get(4, '/hdr?body=connect', region => $r);
         return 0;
