@@ -82,8 +82,8 @@ sub raw_origin {
 
 sub esc { my ($s) = @_; $s =~ s/([^A-Za-z0-9_.~-])/sprintf '%%%02X', ord $1/ge; $s }
 
-our $SHORT = int(scaled(2) + 0.999);    # seconds: the short lifetimes
-our $MAXTTL = 2 * $SHORT + 1;           # fly_cache_max_ttl of /maxttl/, seconds
+our $SHORT = 1 + int(scaled(1) + 0.999);    # seconds: the short lifetimes (2, 5 in the sanitizer pass)
+our $MAXTTL = 2 * $SHORT + 1;               # fly_cache_max_ttl of /maxttl/, seconds
 
 # url('/hdr', Name => value, ...): the demo app (or raw origin) answers with
 # those response headers, in that order.

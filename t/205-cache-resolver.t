@@ -29,12 +29,13 @@ our (%PROC, @LOCKS);
 our $ZONE = "$DIR/zone.json";
 our $DNS_LOG = "$DIR/dns.log";
 # A request that must not wait for the resolver is answered within $PROMPT
-# seconds: in those blocks (http_conf(quick => 1)) the Redis timeouts are a
-# fifth of that, and every resolver_timeout a block could wait for is at
-# least 5 times $PROMPT: the one this file sets and nginx's default of 30 s
-# (TEST 7; 5 x 6 s in the sanitizer pass).  Elsewhere the Redis timeouts
-# only guard against a hang: scaled(2) s, so that setting up a connection
-# on a busy machine never turns a healthy lookup into an ERROR.
+# seconds: in those blocks (http_conf(quick => 1)) the Redis timeouts are
+# the module's defaults (100 ms / 200 ms, at most a fifth of $PROMPT), and
+# every resolver_timeout a block could wait for is at least 5 times
+# $PROMPT: the one this file sets and nginx's default of 30 s (TEST 7; 5 x
+# 6 s in the sanitizer pass).  Elsewhere the Redis timeouts only guard
+# against a hang: scaled(2) s, so that setting up a connection on a busy
+# machine never turns a healthy lookup into an ERROR.
 our $PROMPT = scaled(1.5);
 
 # ------------------------------------------------------------------ processes of this file
@@ -225,7 +226,7 @@ eval {
 # ------------------------------------------------------------------ configuration
 
 # The http-level snippet: a resolver (our DNS server unless given), then
-# fly_redis and its timeouts ($PROMPT / 5 with quick => 1, else
+# fly_redis and its timeouts (the defaults with quick => 1, else
 # scaled(2)).  With readme => 1 the resolver
 # is written as in the README and docker/nginx.conf (no resolver_timeout);
 # otherwise `resolver_timeout` is set to 5 x $PROMPT, so blocks about other
@@ -234,8 +235,8 @@ sub http_conf {
     my ($url, %o) = @_;
     my $resolver = exists $o{resolver} ? $o{resolver} : "resolver 127.0.0.1:$DNS_PORT valid=1s;";
     my $timeout = defined $resolver && !$o{readme} ? sprintf('resolver_timeout %dms;', 5000 * $PROMPT) : undef;
-    my $ms = $o{quick} ? 200 * $PROMPT : 1000 * scaled(2);
-    my $redis_timeouts = sprintf("fly_redis_timeout %dms;\nfly_redis_connect_timeout %dms;", ($ms) x 2);
+    my $redis_timeouts = $o{quick} ? undef
+        : sprintf("fly_redis_timeout %dms;\nfly_redis_connect_timeout %dms;", (1000 * scaled(2)) x 2);
     $url =~ s/%%R6_PORT%%/$R6_PORT/g;
     return join "\n", grep { defined && length } $resolver, $timeout, qq{fly_redis "$url";}, $redis_timeouts, '';
 }
