@@ -59,6 +59,18 @@ bool valid_value(std::string_view v)
     return true;
 }
 
+// Fly's proxy buffers a body whole to replay it: it needs its length,
+// and the length within fly_replay_max_body.
+bool body_replayable(const ReplayInput &in)
+{
+    return !in.has_body || (in.length_known && in.content_length <= in.max_body);
+}
+
+ReplayAction unreplayable_body(const ReplayInput &in)
+{
+    return in.length_known ? ReplayAction::too_large : ReplayAction::no_length;
+}
+
 }  // namespace
 
 uint32_t method_from_name(std::string_view name)
@@ -69,6 +81,50 @@ uint32_t method_from_name(std::string_view name)
         }
     }
     return 0;
+}
+
+bool valid_method(std::string_view name)
+{
+    if (name.empty()) {
+        return false;
+    }
+    for (char c : name) {
+        if (!is_tchar(c)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool nginx_accepts_method(std::string_view name)
+{
+    if (name.empty()) {
+        return false;
+    }
+    for (char c : name) {
+        if ((c < 'A' || c > 'Z') && c != '_' && c != '-') {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool method_in(const MethodSet &set, uint32_t bit, std::string_view name)
+{
+    if (bit != 0) {
+        return (set.bits & bit) != 0;
+    }
+    // A method the shell has no bit for (nginx maps fewer methods than
+    // the core knows by name, e.g. CONNECT), or any other token.
+    if ((set.bits & method_from_name(name)) != 0) {
+        return true;
+    }
+    for (size_t i = 0; i < set.nnames; i++) {
+        if (set.names[i] == name) {
+            return true;
+        }
+    }
+    return false;
 }
 
 ReplayDecision decide_replay(const ReplayInput &in)
@@ -83,6 +139,8 @@ ReplayDecision decide_replay(const ReplayInput &in)
         d.state = "always";
     } else if (in.method_matches) {
         d.state = "method";
+    } else if (in.when) {
+        d.state = "when";
     } else if (in.sticky) {
         d.state = "sticky";
     } else {
@@ -103,17 +161,31 @@ ReplayDecision decide_replay(const ReplayInput &in)
     }
 
     // Fly's proxy cannot replay a body it has not buffered whole.
-    if (in.has_body && (!in.length_known || in.content_length > in.max_body)) {
-        if (in.has_forward) {
-            d.action = ReplayAction::forward;
-        } else {
-            d.action = in.length_known ? ReplayAction::too_large
-                                       : ReplayAction::no_length;
-        }
+    if (!body_replayable(in)) {
+        d.action = in.has_forward ? ReplayAction::forward : unreplayable_body(in);
         return d;
     }
 
     d.action = ReplayAction::replay;
+    return d;
+}
+
+ReplayDecision decide_capture(const ReplayInput &in, const CaptureInput &c)
+{
+    ReplayDecision d;
+
+    if (in.mode == ReplayMode::off || in.is_primary || in.bypass
+        || !c.status_listed || !c.from_app || c.app_replays || c.answered_here
+        || in.replay_src || in.replay_failed
+        || (in.has_forward && in.forward_always))
+    {
+        return d;
+    }
+
+    d.state = "captured";
+    // The body went to the app already; Fly still holds it only if it
+    // could buffer it.  A forward is too late now: the answer passes.
+    d.action = body_replayable(in) ? ReplayAction::replay : unreplayable_body(in);
     return d;
 }
 
