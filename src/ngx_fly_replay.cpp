@@ -425,8 +425,12 @@ ngx_int_t capture(ngx_http_request_t *r, LocConf *lcf, MainConf *mcf)
     ctx->replay_captured = true;
     // The answer is no longer the app's: the cache neither stores it
     // nor adds its status header (its fill filter, which ran before
-    // this one, finds no state and lets the body pass).
+    // this one, finds no state and lets the body pass), and neither
+    // does proxy_cache (the upstream decides after sending the header).
     ctx->cache = nullptr;
+    if (r->upstream != nullptr) {
+        r->upstream->cacheable = 0;
+    }
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "fly_replay_on_status: the app answered %ui in region "

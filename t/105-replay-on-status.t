@@ -294,6 +294,8 @@ is($b->{content}, '', 'without the error page');
 my $c = send_request(path => '/page.html', region => 'atl', direct => 1);
 is($c->{status}, 200, 'a page including a subrequest that answered 500');
 is($c->{content}, "before inner after\n", "keeps the subrequest's body: subrequests are never captured");
+my @captures = block_error_log('atl') =~ /fly_replay_on_status: the app answered 500/g;
+is(scalar @captures, 2, 'two answers were captured, not the subrequest');
 
 
 === TEST 13: a cache HIT is never captured, and a captured answer is never stored
@@ -311,9 +313,12 @@ location / {
 --- test
 my $p = '/hdr?status=500&body=cached-error&Cache-Control=max-age%3D60';
 my $src = { 'fly-replay-src' => 'instance=abc;region=scl;t=1700000000000000;state=x' };
-# a captured answer, then (same connection, same worker, same Redis
-# connection) a request whose 500 is stored: once that entry is there,
-# anything the captured one could have written is there too
+# a captured answer (with and without a body), then (same connection, same
+# worker, same Redis connection) a request whose 500 is stored: once that
+# entry is there, anything the captured ones could have written is there too
+my $empty = '/hdr?status=500&Cache-Control=max-age%3D60&k=0';
+my $cap0 = send_request(path => $empty, region => 'atl', direct => 1);
+is($cap0->{status}, 409, 'a storable 500 of the app with no body is captured');
 my $cap = send_request(path => "$p&k=1", region => 'atl', direct => 1);
 is($cap->{status}, 409, 'a storable 500 of the app is captured');
 ok(!defined $cap->{headers}{'x-cache'}, 'the captured answer carries no cache status');
@@ -322,6 +327,8 @@ is($stored->{status}, 500, 'with fly-replay-src the same answer passes');
 is($stored->{headers}{'x-cache'}, 'MISS', 'as a MISS');
 ok($t->wait_until(sub { defined $t->redis('atl')->get("fly:$p&k=2") }, scaled(5)), 'and it is stored');
 ok(!defined $t->redis('atl')->get("fly:$p&k=1"), 'the captured answer was not stored');
+ok(!defined $t->redis('atl')->get("fly:$empty"), 'nor the one without a body');
+unlike(block_error_log('atl'), qr/incomplete response not stored/, 'the cache did not even try');
 my $before = main::app_count('atl');
 my $hit = send_request(path => "$p&k=2", region => 'atl', direct => 1);
 is($hit->{status}, 500, 'a HIT of a stored 500 ...');
@@ -330,7 +337,38 @@ is($hit->{content}, 'cached-error', '... is sent as stored, not captured');
 is(main::app_count('atl'), $before, 'without reaching the app');
 
 
-=== TEST 14: fly_replay_on_status needs codes from 200 to 599
+=== TEST 14: the same with proxy_cache: a captured answer is not stored, a proxy_cache HIT is not captured
+--- http_config
+fly_replay on;
+fly_replay_on_status 500;
+proxy_cache_path %%PREFIX%%/tmp/pcache keys_zone=pcache:1m;
+--- config
+location / {
+    proxy_cache pcache;
+    proxy_cache_valid 500 1m;
+    add_header X-Proxy-Cache "$upstream_cache_status" always;
+    proxy_pass http://app;
+}
+--- test
+my $p = '/hdr?status=500&body=proxy-cached';
+my $src = { 'fly-replay-src' => 'instance=abc;region=scl;t=1700000000000000;state=x' };
+my $before = main::app_count('atl');
+for my $i (1, 2) {
+    my $got = send_request(path => "$p&k=1", region => 'atl', direct => 1);
+    is($got->{status}, 409, "request $i for a URI whose answer is captured: captured");
+    is($got->{headers}{'x-proxy-cache'}, 'MISS', "request $i: a MISS, nothing was stored");
+}
+is(main::app_count('atl'), $before + 2, 'both reached the app');
+my $stored = send_request(path => "$p&k=2", region => 'atl', direct => 1, headers => $src);
+is($stored->{status}, 500, 'with fly-replay-src the 500 passes ...');
+is($stored->{headers}{'x-proxy-cache'}, 'MISS', '... and is stored');
+my $hit = send_request(path => "$p&k=2", region => 'atl', direct => 1);
+is($hit->{headers}{'x-proxy-cache'}, 'HIT', 'then a proxy_cache HIT ...');
+is($hit->{status}, 500, '... is sent as it is ...');
+is($hit->{content}, 'proxy-cached', '... with its body');
+
+
+=== TEST 15: fly_replay_on_status needs codes from 200 to 599
 --- config
 fly_replay_on_status 500 abc;
 --- must_die
@@ -338,7 +376,7 @@ fly_replay_on_status 500 abc;
 qr/\[emerg\] "fly_replay_on_status": invalid status "abc", expected a code from 200 to 599 or "off" in \S+\/conf\/server\.conf:1/
 
 
-=== TEST 15: fly_replay_on_status: off only alone, codes in range, no duplicate
+=== TEST 16: fly_replay_on_status: off only alone, codes in range, no duplicate
 --- config
 location / {
     fly_replay_on_status 500 off;
@@ -348,7 +386,7 @@ location / {
 qr/invalid status "off", expected a code from 200 to 599 or "off" in \S+\/conf\/server\.conf:2/
 
 
-=== TEST 16: fly_replay_on_status 199 and duplicates fail
+=== TEST 17: a duplicate fly_replay_on_status fails
 --- config
 fly_replay_on_status 500;
 fly_replay_on_status 502;
@@ -357,7 +395,7 @@ fly_replay_on_status 502;
 qr/\[emerg\] "fly_replay_on_status" directive is duplicate in \S+\/conf\/server\.conf:2/
 
 
-=== TEST 17: a code under 200
+=== TEST 18: a code under 200
 --- http_config
 fly_replay_on_status 199;
 --- must_die
