@@ -145,11 +145,25 @@ void request_facts(ngx_http_request_t *r, const LocConf *lcf,
     in.forward_always = lcf->replay_forward_always == 1;
 }
 
-void clear_response(ngx_http_request_t *r);
+// Forgets every response header set so far (the app's), the way nginx
+// starts an error page afresh: the header lists' entries are hidden,
+// the fields after them (status, the header pointers, content type,
+// lengths, times) cleared.
+void clear_response(ngx_http_request_t *r)
+{
+    ngx_http_headers_out_t &o = r->headers_out;
+    for_each_header(o.headers, [](ngx_table_elt_t &h) { h.hash = 0; });
+    for_each_header(o.trailers, [](ngx_table_elt_t &h) { h.hash = 0; });
+    ngx_memzero(&o.status, sizeof(ngx_http_headers_out_t)
+                               - offsetof(ngx_http_headers_out_t, status));
+    o.content_length_n = -1;
+    o.last_modified_time = -1;
+    r->allow_ranges = 0;
+}
 
 // Makes the response the fly-replay answer: status, header, no body.
-// `replace`: first forget the response headers set so far.  Nothing is
-// changed when this fails or throws.
+// `replace`: first forget the response headers set so far.  When it
+// throws (no memory for the value), the response is left as it was.
 ngx_int_t set_replay_answer(ngx_http_request_t *r, const MainConf *mcf,
                             const LocConf *lcf, RequestCtx *ctx,
                             std::string_view state, bool replace)
@@ -359,22 +373,6 @@ bool has_fly_replay(ngx_http_request_t *r)
         found = found || core::iequals(view(h.key), "fly-replay");
     });
     return found;
-}
-
-// Forgets every response header set so far (the app's), the way nginx
-// starts an error page afresh: the header lists' entries are hidden,
-// the fields after them (status, the header pointers, content type,
-// lengths, times) cleared.
-void clear_response(ngx_http_request_t *r)
-{
-    ngx_http_headers_out_t &o = r->headers_out;
-    for_each_header(o.headers, [](ngx_table_elt_t &h) { h.hash = 0; });
-    for_each_header(o.trailers, [](ngx_table_elt_t &h) { h.hash = 0; });
-    ngx_memzero(&o.status, sizeof(ngx_http_headers_out_t)
-                               - offsetof(ngx_http_headers_out_t, status));
-    o.content_length_n = -1;
-    o.last_modified_time = -1;
-    r->allow_ranges = 0;
 }
 
 // In a replica region: replaces an app's answer whose status is listed
