@@ -68,7 +68,9 @@ void check_sticky(std::string_view v)
     // the cookie we would set from such a time is read back
     int64_t seconds = 5;
     if (until + seconds <= 999999999999) {
-        std::string set = sticky_cookie(until, seconds);
+        // sticky_cookie() takes the time in microseconds: a whole second
+        // is not rounded up, so the value read back is exactly until + seconds
+        std::string set = sticky_cookie(until * 1000000, seconds);
         std::string header = "a=b; " + set.substr(0, set.find(';')) + "; c=d";
         std::string_view value;
         int64_t back = 0;
