@@ -3,6 +3,7 @@
 // mistake fails `nginx -t` with the file and line of the directive.
 // The fly_replay* handlers and merge are in ngx_fly_conf_replay.cpp.
 #include "ngx_fly.hpp"
+#include "core/http_text.hpp"
 #include "core/url.hpp"
 
 #include <cstdlib>
@@ -76,7 +77,7 @@ char *set_methods(ngx_conf_t *cf, ngx_command_t *cmd, ngx_uint_t &bits,
             bits |= m;
             continue;
         }
-        if (names == nullptr || m != 0 || !core::valid_method(name)) {
+        if (names == nullptr || m != 0 || !core::is_token(name)) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "\"%V\": invalid method \"%V\"",
                                &cmd->name, &value[i]);

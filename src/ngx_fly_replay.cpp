@@ -443,7 +443,10 @@ ngx_int_t capture(ngx_http_request_t *r, LocConf *lcf, MainConf *mcf)
 // flushed at once; the request ends with the app's body.
 ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in) noexcept
 {
-    RequestCtx *ctx = r == r->main && in != nullptr ? get_ctx(r) : nullptr;
+    if (in == nullptr || r != r->main || loc_conf(r)->replay_on_status == nullptr) {
+        return next_body_filter(r, in);
+    }
+    RequestCtx *ctx = get_ctx(r);
     if (ctx == nullptr || !ctx->replay_captured) {
         return next_body_filter(r, in);
     }

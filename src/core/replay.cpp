@@ -24,15 +24,7 @@ constexpr MethodName kMethods[] = {
 
 bool all_digits(std::string_view s)
 {
-    if (s.empty()) {
-        return false;
-    }
-    for (char c : s) {
-        if (!is_digit(c)) {
-            return false;
-        }
-    }
-    return true;
+    return all_chars(s, is_digit);
 }
 
 int64_t to_int(std::string_view digits)
@@ -83,30 +75,11 @@ uint32_t method_from_name(std::string_view name)
     return 0;
 }
 
-bool valid_method(std::string_view name)
-{
-    if (name.empty()) {
-        return false;
-    }
-    for (char c : name) {
-        if (!is_tchar(c)) {
-            return false;
-        }
-    }
-    return true;
-}
-
 bool nginx_accepts_method(std::string_view name)
 {
-    if (name.empty()) {
-        return false;
-    }
-    for (char c : name) {
-        if ((c < 'A' || c > 'Z') && c != '_' && c != '-') {
-            return false;
-        }
-    }
-    return true;
+    return all_chars(name, [](char c) {
+        return (c >= 'A' && c <= 'Z') || c == '_' || c == '-';
+    });
 }
 
 bool method_in(const MethodSet &set, uint32_t bit, std::string_view name)

@@ -25,12 +25,10 @@ constexpr uint32_t kDefaultReplayMethods = kPost | kPut | kPatch | kDelete;
 // one of the common methods above.
 uint32_t method_from_name(std::string_view name);
 
-// RFC 9110 9.1: a method is any token (1*tchar), case-sensitive.
-bool valid_method(std::string_view name);
-
-// nginx's request-line parser accepts only upper-case letters, '_' and
-// '-' in a method (anything else gets 400): a valid token outside that
-// set never reaches a location.
+// RFC 9110 9.1: a method is any token (is_token(), http_text.hpp),
+// case-sensitive.  nginx's request-line parser accepts only upper-case
+// letters, '_' and '-' in a method (anything else gets 400): a valid
+// token outside that set never reaches a location.
 bool nginx_accepts_method(std::string_view name);
 
 // A configured list of methods (fly_replay_methods): the common ones as
