@@ -69,7 +69,7 @@ struct MainConf {
 struct ValidRules;
 
 struct LocConf {
-    // replay (ngx_fly_replay.cpp)
+    // replay (ngx_fly_conf_replay.cpp, ngx_fly_replay.cpp)
     ngx_uint_t replay;                  // core::ReplayMode, NGX_CONF_UNSET_UINT
     ngx_uint_t replay_methods;          // core::Method bits
     ngx_array_t *replay_method_names;   // std::string_view: other tokens
