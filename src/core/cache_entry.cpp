@@ -33,19 +33,6 @@ uint32_t fnv1a(const char *p, size_t n)
     return h;
 }
 
-bool valid_name(std::string_view name)
-{
-    if (name.empty()) {
-        return false;
-    }
-    for (char c : name) {
-        if (!is_tchar(c)) {
-            return false;
-        }
-    }
-    return true;
-}
-
 // Anything but CR, LF and NUL (which would split or end the header when
 // it is sent: RFC 9110 5.5).
 bool valid_value(std::string_view value)
@@ -225,7 +212,7 @@ DecodeError read_headers(Reader &r, uint16_t nhdr, EntryView &out)
             return DecodeError::truncated;
         }
         total += nlen + static_cast<size_t>(vlen);
-        if (total > kEntryMaxHeaderBytes || !valid_name(h.name) ||
+        if (total > kEntryMaxHeaderBytes || !is_token(h.name) ||
             !valid_value(h.value)) {
             return DecodeError::bad_header;
         }
@@ -250,7 +237,7 @@ bool begin_entry(const EntryMeta &meta, const EntryHeader *headers, size_t n,
             return false;
         }
         total += h.name.size() + h.value.size();
-        if (total > kEntryMaxHeaderBytes || !valid_name(h.name) || !valid_value(h.value)) {
+        if (total > kEntryMaxHeaderBytes || !is_token(h.name) || !valid_value(h.value)) {
             return false;
         }
     }

@@ -34,6 +34,24 @@ constexpr bool is_tchar(char ch)
     }
 }
 
+// True when `s` is not empty and every character of it satisfies `pred`.
+template <typename Pred>
+constexpr bool all_chars(std::string_view s, Pred pred)
+{
+    if (s.empty()) {
+        return false;
+    }
+    for (char c : s) {
+        if (!pred(c)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// token (RFC 9110 5.6.2): 1*tchar, e.g. a header name or a method.
+constexpr bool is_token(std::string_view s) { return all_chars(s, is_tchar); }
+
 // Case-insensitive ASCII comparison.
 constexpr bool iequals(std::string_view a, std::string_view b)
 {
