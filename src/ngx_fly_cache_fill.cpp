@@ -19,16 +19,11 @@ ngx_http_output_header_filter_pt next_header_filter;
 ngx_http_output_header_filter_pt next_targeted_filter;
 ngx_http_output_body_filter_pt next_body_filter;
 
-// What begin_store needs from the response headers beyond the core's facts.
-struct HeaderFacts {
-    std::string vary;            // the Vary lines, joined
-    std::string connection;      // Connection lines, the origin's one too
-    std::string_view date;       // the origin's Date when valid, else empty
-};
-
-// Gathers what the core's store rules need from the response headers.
+// Gathers what the core's store rules need from the response headers,
+// and the origin's Date when it is valid (else `date` stays empty).
 void response_facts(ngx_http_request_t *r, LocConf *lcf,
-                    core::ResponseFacts &f, HeaderFacts &hf)
+                    core::ResponseFacts &f, std::string &vary,
+                    std::string &connection, std::string_view &date)
 {
     f.status = static_cast<int>(r->headers_out.status);
     f.now = ngx_time();
@@ -57,24 +52,24 @@ void response_facts(ngx_http_request_t *r, LocConf *lcf,
             f.has_expires = true;
             f.expires_valid = core::parse_http_date(v, f.expires);
         } else if (core::iequals(k, "Date")) {
-            if (hf.date.empty() && core::parse_http_date(v, f.date)) {
+            if (date.empty() && core::parse_http_date(v, f.date)) {
                 f.has_date = true;
-                hf.date = v;
+                date = v;
             }
         } else if (core::iequals(k, "Age")) {
             core::parse_age(v, age);
         } else if (core::iequals(k, "Set-Cookie")) {
             f.has_set_cookie = true;
         } else if (core::iequals(k, "Vary")) {
-            if (!hf.vary.empty()) {
-                hf.vary.append(", ");
+            if (!vary.empty()) {
+                vary.append(", ");
             }
-            hf.vary.append(v);
+            vary.append(v);
         } else if (core::iequals(k, "Connection")) {
-            if (!hf.connection.empty()) {
-                hf.connection.append(", ");
+            if (!connection.empty()) {
+                connection.append(", ");
             }
-            hf.connection.append(v);
+            connection.append(v);
         }
     });
     size_t used = core::select_targeted(targeted, 2);
@@ -92,17 +87,16 @@ void response_facts(ngx_http_request_t *r, LocConf *lcf,
             && core::parse_http_date(view(u.date->value), f.date))
         {
             f.has_date = true;
-            hf.date = view(u.date->value);
+            date = view(u.date->value);
         }
         if (u.connection != nullptr) {
-            if (!hf.connection.empty()) {
-                hf.connection.append(", ");
+            if (!connection.empty()) {
+                connection.append(", ");
             }
-            hf.connection.append(view(u.connection->value));
+            connection.append(view(u.connection->value));
         }
     }
 
-    const std::string &vary = hf.vary;
     for (size_t i = 0, start = 0; i <= vary.size(); i++) {
         if (i == vary.size() || vary[i] == ',') {
             std::string_view item(vary.data() + start, i - start);
@@ -149,9 +143,9 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc)
     }
 
     core::ResponseFacts f;
-    HeaderFacts hf;
-    response_facts(r, lcf, f, hf);
-    const std::string &vary = hf.vary;
+    std::string vary, connection;
+    std::string_view date;
+    response_facts(r, lcf, f, vary, connection, date);
 
     core::CachePolicy policy;
     if (lcf->cache_valid != nullptr) {
@@ -218,16 +212,15 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc)
         size_t len = ngx_http_time(lm, r->headers_out.last_modified_time) - lm;
         hdrs[n++] = {"Last-Modified", {reinterpret_cast<char *>(lm), len}};
     }
-    u_char date[sizeof("Mon, 28 Sep 1970 06:00:00 GMT")];
-    std::string_view stored_date = hf.date;
-    if (stored_date.empty()) {
-        stored_date = {reinterpret_cast<char *>(date),
-                       static_cast<size_t>(ngx_http_time(date, f.now) - date)};
+    u_char received[sizeof("Mon, 28 Sep 1970 06:00:00 GMT")];
+    if (date.empty()) {
+        date = {reinterpret_cast<char *>(received),
+                static_cast<size_t>(ngx_http_time(received, f.now) - received)};
     }
-    hdrs[n++] = {"Date", stored_date};
+    hdrs[n++] = {"Date", date};
     for_each_header(r->headers_out.headers, [&](ngx_table_elt_t &h) {
         std::string_view k = view(h.key);
-        if (core::is_hop_by_hop(k, hf.connection) || core::iequals(k, "Content-Length")
+        if (core::is_hop_by_hop(k, connection) || core::iequals(k, "Content-Length")
             || core::iequals(k, "Age") || core::iequals(k, "Date")
             || core::iequals(k, "Server")
             || (core::iequals(k, "Set-Cookie") && policy.ignore_set_cookie)

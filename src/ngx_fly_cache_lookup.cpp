@@ -156,9 +156,12 @@ ngx_int_t send_hit(ngx_http_request_t *r, RequestCtx *ctx,
             return NGX_HTTP_PRECONDITION_FAILED;
         }
         not_modified = d.outcome == core::CondOutcome::not_modified;
-        if (in.range != nullptr && !d.use_range) {
-            in.range = nullptr;   // the range filter sends the whole body
+        // Decided here for the range filter, which would otherwise test
+        // If-Range again by its own rules (a weak ETag would match).
+        if (!d.use_range) {
+            in.range = nullptr;      // the whole body
         }
+        in.if_range = nullptr;
     }
 
     // The preconditions are answered above, in RFC 9110's order, which
