@@ -97,21 +97,9 @@ void response_facts(ngx_http_request_t *r, LocConf *lcf,
         }
     }
 
-    for (size_t i = 0, start = 0; i <= vary.size(); i++) {
-        if (i == vary.size() || vary[i] == ',') {
-            std::string_view item(vary.data() + start, i - start);
-            while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) {
-                item.remove_prefix(1);
-            }
-            while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) {
-                item.remove_suffix(1);
-            }
-            if (item == "*") {
-                f.vary_star = true;
-            }
-            start = i + 1;
-        }
-    }
+    f.vary_star = !core::for_each_element(vary, [](std::string_view e) {
+        return e != "*";
+    });
 }
 
 // Starts the capture when the response may be stored.

@@ -358,21 +358,13 @@ void parse_age(std::string_view value, AgeField &age)
     if (age.first_seen) {
         return;
     }
-    size_t i = 0;
-    while (i <= value.size()) {
-        size_t comma = value.find(',', i);
-        if (comma == std::string_view::npos) {
-            comma = value.size();
-        }
-        std::string_view member = trim_ows(value.substr(i, comma - i));
-        if (!member.empty()) {          // empty list elements do not count
-            age.first_seen = true;
-            int64_t v = 0;
-            age.seconds = parse_delta(member, v) ? v : -1;
-            return;
-        }
-        i = comma + 1;
-    }
+    // the first member (empty list elements do not count)
+    for_each_element(value, [&](std::string_view member) {
+        age.first_seen = true;
+        int64_t v = 0;
+        age.seconds = parse_delta(member, v) ? v : -1;
+        return false;
+    });
 }
 
 bool parse_http_date(std::string_view value, int64_t &out)

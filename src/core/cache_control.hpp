@@ -23,7 +23,7 @@ struct CacheControl {
     int64_t stale_while_revalidate = -1;
     int64_t stale_if_error = -1;
     bool invalid = false;           // something could not be parsed
-    bool empty = true;              // no list element at all
+    bool empty = true;              // no list element at all (RFC 9213)
 };
 
 // Adds the directives of one Cache-Control header value to `cc` (call
@@ -38,9 +38,10 @@ void parse_cache_control(std::string_view value, CacheControl &cc);
 // `targeted` holds the n fields this cache is targeted by, in precedence
 // order, each parsed with parse_cache_control (all of its lines; a field
 // the response lacks stays default-constructed).  Returns the index of
-// the first one that is valid and non-empty, or n when none is: then
-// Cache-Control applies, else it and Expires are ignored.  A field that
-// does not parse (`invalid`) is not used (RFC 9213 2.1).
+// the first one that is valid and non-empty, whose directives then apply
+// instead of Cache-Control's and Expires (RFC 9213 2.1); or n when none
+// is, and Cache-Control applies.  A field that does not parse (`invalid`)
+// is not used.
 size_t select_targeted(const CacheControl *targeted, size_t n);
 
 // The Age header (RFC 9111 5.1).  Call once per header line, in order: the

@@ -15,27 +15,6 @@ constexpr int64_t kTtlMax = int64_t{1} << 31;
 
 constexpr char kVarySep = '\x1f';
 
-// Calls f(element) for each element of a comma-separated list (RFC 9110
-// 5.6.1), trimmed of white space; empty elements are skipped.  Stops and
-// returns false as soon as f does.
-template <typename F>
-bool for_each_element(std::string_view list, F &&f)
-{
-    size_t i = 0;
-    while (i <= list.size()) {
-        size_t comma = list.find(',', i);
-        if (comma == std::string_view::npos) {
-            comma = list.size();
-        }
-        std::string_view e = trim_ows(list.substr(i, comma - i));
-        if (!e.empty() && !f(e)) {
-            return false;
-        }
-        i = comma + 1;
-    }
-    return true;
-}
-
 int64_t sat_sub(int64_t a, int64_t b)
 {
     int64_t r;
