@@ -53,33 +53,21 @@ CacheCtx *create_cache_ctx(ngx_http_request_t *r, RequestCtx *ctx)
 // ---- HIT ------------------------------------------------------------------
 
 // What the entry's preconditions compare with: its first ETag,
-// Last-Modified and Date (an unreadable one counts as absent).
+// Last-Modified and Date (the core parses them if it needs them).
 core::StoredValidators stored_validators(const core::EntryView &e)
 {
     core::StoredValidators v;
     v.status = e.meta.status;
     v.stored = e.meta.stored;
-    bool etag = false, last_modified = false, date = false;
     for (size_t i = 0; i < e.nheaders; i++) {
         std::string_view name = e.headers[i].name;
         std::string_view value = e.headers[i].value;
-        int64_t t = 0;
-        if (!etag && core::iequals(name, "ETag")) {
-            etag = true;
-            core::EntityTag tag;
-            if (core::parse_entity_tag(value, tag)) {
-                v.etag = tag;
-            }
-        } else if (!last_modified && core::iequals(name, "Last-Modified")) {
-            last_modified = true;
-            if (core::parse_http_date(value, t)) {
-                v.last_modified = t;
-            }
-        } else if (!date && core::iequals(name, "Date")) {
-            date = true;
-            if (core::parse_http_date(value, t)) {
-                v.date = t;
-            }
+        if (!v.etag && core::iequals(name, "ETag")) {
+            v.etag = value;
+        } else if (!v.last_modified && core::iequals(name, "Last-Modified")) {
+            v.last_modified = value;
+        } else if (!v.date && core::iequals(name, "Date")) {
+            v.date = value;
         }
     }
     return v;

@@ -59,8 +59,36 @@ std::optional<int64_t> date_of(std::string_view v)
     return t;
 }
 
+// The stored validators, parsed: only those the request's preconditions
+// compare with.
+struct Parsed {
+    std::optional<EntityTag> etag;
+    std::optional<int64_t> last_modified;
+    std::optional<int64_t> date;
+    int64_t stored = 0;
+
+    Parsed(const Preconditions &req, const StoredValidators &s) : stored(s.stored)
+    {
+        bool if_range = req.range && req.if_range;
+        EntityTag tag;
+        if (s.etag && (req.if_match || req.if_none_match || if_range)
+            && parse_entity_tag(*s.etag, tag))
+        {
+            etag = tag;
+        }
+        if (req.if_modified_since || req.if_unmodified_since || if_range) {
+            if (s.last_modified) {
+                last_modified = date_of(*s.last_modified);
+            }
+            if (s.date) {
+                date = date_of(*s.date);
+            }
+        }
+    }
+};
+
 // RFC 9110 13.1.5: whether If-Range holds.
-bool if_range_holds(std::string_view v, const StoredValidators &s)
+bool if_range_holds(std::string_view v, const Parsed &s)
 {
     v = trim_ows(v);
     if (v.substr(0, 1) == "\"" || v.substr(0, 2) == "W/") {
@@ -128,13 +156,14 @@ TagListMatch match_tag_list(std::string_view list, const EntityTag *stored,
 }
 
 CondDecision evaluate_conditions(const Preconditions &req,
-                                 const StoredValidators &s)
+                                 const StoredValidators &stored)
 {
     CondDecision d;
-    if (!successful(s.status)) {
+    if (!successful(stored.status)) {
         d.use_range = req.get && req.range;
         return d;
     }
+    const Parsed s(req, stored);
     auto ignore = [&](std::string_view name) {
         if (d.ignored.empty()) {
             d.ignored = name;

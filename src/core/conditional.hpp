@@ -36,11 +36,13 @@ enum class TagListMatch : uint8_t { match, no_match, malformed };
 TagListMatch match_tag_list(std::string_view list, const EntityTag *stored,
                             bool weak);
 
-// What the stored response offers to compare with.
+// What the stored response offers to compare with: its header values as
+// stored (absent = nullopt), parsed only when a precondition needs them;
+// one that does not parse counts as absent.
 struct StoredValidators {
-    std::optional<EntityTag> etag;          // a well-formed ETag, if any
-    std::optional<int64_t> last_modified;   // unix seconds
-    std::optional<int64_t> date;            // the stored Date
+    std::optional<std::string_view> etag;
+    std::optional<std::string_view> last_modified;
+    std::optional<std::string_view> date;
     int64_t stored = 0;                     // when the cache received it
     int status = 200;
 };

@@ -109,12 +109,12 @@ StoredValidators entry(bool etag = true, bool lm = true)
 {
     StoredValidators s;
     if (etag) {
-        s.etag = tag_of("\"v1\"");
+        s.etag = "\"v1\"";
     }
     if (lm) {
-        s.last_modified = kLm;
+        s.last_modified = kLmText;
     }
-    s.date = kLm + 86400;
+    s.date = "Wed, 02 Oct 2024 10:00:00 GMT";   // kLm + 1 day
     s.stored = kLm + 86400;
     return s;
 }
@@ -221,7 +221,7 @@ void test_if_none_match_and_modified(void **)
     assert_int_equal(outcome(p), k304);           // the obsolete forms are dates
     // RFC 9111 4.3.2: without Last-Modified, the Date, else the receipt time
     StoredValidators s = entry(true, false);
-    s.date = kLm;
+    s.date = kLmText;
     s.stored = kLm + 5000;
     p.if_modified_since = kAfter;
     assert_int_equal(outcome(p, s), k304);
@@ -327,7 +327,7 @@ void test_range(void **)
     }
     // a stored weak ETag never satisfies If-Range
     StoredValidators s = entry();
-    s.etag = tag_of("W/\"v1\"");
+    s.etag = "W/\"v1\"";
     p.if_range = "\"v1\"";
     assert_false(evaluate_conditions(p, s).use_range);
     p.if_range = "W/\"v1\"";
@@ -336,17 +336,17 @@ void test_range(void **)
     p.if_range = kLmText;
     assert_true(evaluate_conditions(p, entry()).use_range);
     s = entry();
-    s.date = kLm + 60;
+    s.date = "Tue, 01 Oct 2024 10:01:00 GMT";      // kLm + 60
     assert_true(evaluate_conditions(p, s).use_range);
-    s.date = kLm + 59;
+    s.date = "Tue, 01 Oct 2024 10:00:59 GMT";
     assert_false(evaluate_conditions(p, s).use_range);
     s.date.reset();
     assert_false(evaluate_conditions(p, s).use_range);
     assert_false(evaluate_conditions(p, entry(true, false)).use_range);
     // a date that starts with W is a date, not a weak tag
     s = entry();
-    s.last_modified = 1728453600;                 // Wed, 09 Oct 2024 06:00:00 GMT
-    s.date = *s.last_modified + 3600;
+    s.last_modified = "Wed, 09 Oct 2024 06:00:00 GMT";
+    s.date = "Wed, 09 Oct 2024 07:00:00 GMT";
     p.if_range = "Wed, 09 Oct 2024 06:00:00 GMT";
     assert_true(evaluate_conditions(p, s).use_range);
 
@@ -368,6 +368,36 @@ void test_range(void **)
     d = evaluate_conditions(p, entry());
     assert_int_equal(d.outcome, kFull);
     assert_true(d.use_range);
+}
+
+// Stored values that do not parse count as absent.
+void test_unreadable_stored(void **)
+{
+    StoredValidators s = entry();
+    s.etag = "v1";                                // unquoted
+    Preconditions p = get();
+    p.if_none_match = "\"v1\"";
+    assert_int_equal(outcome(p, s), kFull);
+    p.if_none_match = "*";
+    assert_int_equal(outcome(p, s), k304);
+    p = get();
+    p.if_match = "\"v1\"";
+    assert_int_equal(outcome(p, s), k412);
+
+    s = entry();
+    s.last_modified = "yesterday";
+    p = get();
+    p.if_unmodified_since = kBefore;              // no Last-Modified: ignored
+    assert_int_equal(outcome(p, s), kFull);
+    p = get();
+    p.if_modified_since = "Wed, 02 Oct 2024 10:00:00 GMT";   // the stored Date stands in
+    assert_int_equal(outcome(p, s), k304);
+    p.if_modified_since = kAfter;
+    assert_int_equal(outcome(p, s), kFull);
+    s.date = "soon";                              // then the receipt time (kLm + 1 day)
+    assert_int_equal(outcome(p, s), kFull);
+    p.if_modified_since = "Thu, 03 Oct 2024 10:00:00 GMT";
+    assert_int_equal(outcome(p, s), k304);
 }
 
 void test_garbage(void **)
@@ -408,6 +438,7 @@ int main()
         cmocka_unit_test(test_methods),
         cmocka_unit_test(test_status),
         cmocka_unit_test(test_range),
+        cmocka_unit_test(test_unreadable_stored),
         cmocka_unit_test(test_garbage),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
