@@ -98,6 +98,8 @@ struct LocConf {
     ngx_uint_t cache_ttl_line;
     ngx_flag_t cache_ignore_set_cookie;
     ngx_str_t cache_status_header;      // empty = off
+    ngx_str_t cache_control_header;     // a field targeted at us; empty = off
+    ngx_flag_t cache_control_pass;      // send targeted fields to the client
 };
 
 enum class CacheStatus : uint8_t {

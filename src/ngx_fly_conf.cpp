@@ -259,19 +259,20 @@ char *set_cache_valid(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
     return static_cast<char *>(NGX_CONF_OK);
 }
 
-// fly_cache_status_header NAME | off;
-char *set_status_header(ngx_conf_t *cf, ngx_command_t *cmd,
-                        void *conf) noexcept
+// fly_cache_status_header NAME | off; fly_cache_control_header NAME | off;
+// The header name is stored at cmd->offset (empty for off); cmd->post, when
+// set, is a name the directive refuses (an ngx_str_t).
+char *set_header_name(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
 {
-    auto *lcf = static_cast<LocConf *>(conf);
-    if (lcf->cache_status_header.data != nullptr) {
+    auto *field = reinterpret_cast<ngx_str_t *>(static_cast<char *>(conf)
+                                                + cmd->offset);
+    if (field->data != nullptr) {
         return const_cast<char *>("is duplicate");
     }
     auto *value = static_cast<ngx_str_t *>(cf->args->elts);
     if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
-        lcf->cache_status_header.data = reinterpret_cast<u_char *>(
-            const_cast<char *>(""));
-        lcf->cache_status_header.len = 0;
+        field->data = reinterpret_cast<u_char *>(const_cast<char *>(""));
+        field->len = 0;
         return static_cast<char *>(NGX_CONF_OK);
     }
     for (size_t i = 0; i <= value[1].len; i++) {
@@ -283,9 +284,21 @@ char *set_status_header(ngx_conf_t *cf, ngx_command_t *cmd,
             return static_cast<char *>(NGX_CONF_ERROR);
         }
     }
-    lcf->cache_status_header = value[1];
+    auto *refused = static_cast<const ngx_str_t *>(cmd->post);
+    if (refused != nullptr && value[1].len == refused->len
+        && ngx_strncasecmp(value[1].data, refused->data, refused->len) == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": \"%V\" cannot be used here",
+                           &cmd->name, &value[1]);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    *field = value[1];
     return static_cast<char *>(NGX_CONF_OK);
 }
+
+// fly_cache_control_header names a field that stands in for Cache-Control.
+ngx_str_t cache_control_name = ngx_string("Cache-Control");
 
 // fly_cache_min_ttl TIME; fly_cache_max_ttl TIME; checked against each
 // other when both are set at the same level (and again when merging).
@@ -370,7 +383,11 @@ ngx_command_t commands[] = {
     {ngx_string("fly_cache_ignore_set_cookie"), kAnyLevel | NGX_CONF_FLAG,
      ngx_conf_set_flag_slot, FLY_LOC(cache_ignore_set_cookie), nullptr},
     {ngx_string("fly_cache_status_header"), kAnyLevel | NGX_CONF_TAKE1,
-     set_status_header, FLY_LOC(cache_status_header), nullptr},
+     set_header_name, FLY_LOC(cache_status_header), nullptr},
+    {ngx_string("fly_cache_control_header"), kAnyLevel | NGX_CONF_TAKE1,
+     set_header_name, FLY_LOC(cache_control_header), &cache_control_name},
+    {ngx_string("fly_cache_control_pass"), kAnyLevel | NGX_CONF_FLAG,
+     ngx_conf_set_flag_slot, FLY_LOC(cache_control_pass), nullptr},
 
     ngx_null_command
 };
@@ -555,8 +572,8 @@ void *create_loc_conf(ngx_conf_t *cf)
     if (lcf == nullptr) {
         return nullptr;
     }
-    // ngx_pcalloc set: cache_key, cache_valid, cache_status_header
-    // (null data = unset).
+    // ngx_pcalloc set: cache_key, cache_valid, cache_status_header,
+    // cache_control_header (null data = unset).
     init_replay_conf(lcf);
 
     lcf->cache = NGX_CONF_UNSET;
@@ -567,6 +584,7 @@ void *create_loc_conf(ngx_conf_t *cf)
     lcf->cache_min_ttl = NGX_CONF_UNSET;
     lcf->cache_max_ttl = NGX_CONF_UNSET;
     lcf->cache_ignore_set_cookie = NGX_CONF_UNSET;
+    lcf->cache_control_pass = NGX_CONF_UNSET;
     return lcf;
 }
 
@@ -616,6 +634,9 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                          prev->cache_ignore_set_cookie, 0);
     ngx_conf_merge_str_value(conf->cache_status_header,
                              prev->cache_status_header, "");
+    ngx_conf_merge_str_value(conf->cache_control_header,
+                             prev->cache_control_header, "");
+    ngx_conf_merge_value(conf->cache_control_pass, prev->cache_control_pass, 0);
 
     if (conf->cache_ttl_line == 0) {
         conf->cache_ttl_file = prev->cache_ttl_file;
