@@ -306,6 +306,182 @@ void Peer::notice(const char *fmt, ...) noexcept
     va_end(args);
 }
 
+// ---- Link ----------------------------------------------------------------
+
+void Link::init(Driver *driver, Peer *peer, ngx_msec_t connect_timeout,
+                ngx_log_t *log) noexcept
+{
+    driver_ = driver;
+    peer_ = peer;
+    connect_timeout_ = connect_timeout;
+    log_ = log;
+    connect_timer_.init(call<&Link::on_connect_timeout>, this, log);
+    backoff_.init(call<&Link::on_backoff_over>, this, log);
+}
+
+bool Link::exiting() const noexcept
+{
+    return shutting_down_ || ngx_exiting || ngx_terminate;
+}
+
+bool Link::usable() const noexcept
+{
+    return !probing_
+           && (state_ == State::resolving || state_ == State::connecting
+               || state_ == State::ready);
+}
+
+bool Link::start() noexcept
+{
+    if (state_ == State::idle && !exiting()) {
+        connect(false);
+    }
+    return usable();
+}
+
+void Link::connect(bool probe) noexcept
+{
+    probing_ = probe;
+    PeerAddress a;
+    switch (peer_->lookup(&a, on_found, this)) {
+    case Peer::Lookup::ready:
+        open(a);
+        return;
+    case Peer::Lookup::pending:
+        state_ = State::resolving;
+        return;
+    case Peer::Lookup::failed:
+        break;
+    }
+    state_ = State::closing;
+    finish();
+}
+
+void Link::on_found(void *data, const PeerAddress *a) noexcept
+{
+    auto *self = static_cast<Link *>(data);
+    if (a != nullptr) {
+        self->open(*a);
+        return;
+    }
+    self->state_ = State::closing;
+    self->finish();
+}
+
+void Link::open(const PeerAddress &a) noexcept
+{
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, log_, 0,
+                   "fly %s connecting to %s port %d%s", peer_->kind(), a.text,
+                   (int) peer_->port(), probing_ ? " (after a failure)" : "");
+    state_ = State::connecting;
+    if (!driver_->link_open(a)) {
+        state_ = State::closing;
+        finish();
+        return;
+    }
+    if (state_ == State::connecting) {
+        connect_timer_.arm(connect_timeout_);
+    }
+}
+
+void Link::ready() noexcept
+{
+    if (state_ != State::connecting) {
+        return;
+    }
+    state_ = State::ready;
+    backoff_.reset();
+    connect_timer_.disarm();
+    if (probing_ || peer_->failed()) {
+        peer_->notice("connected");
+    }
+    probing_ = false;
+    peer_->clear_failed();
+    driver_->link_up();
+}
+
+void Link::on_connect_timeout() noexcept
+{
+    fail(0, "connect timed out");
+}
+
+void Link::fail(ngx_err_t err, const char *what) noexcept
+{
+    if (state_ != State::resolving && state_ != State::connecting
+        && state_ != State::ready)
+    {
+        return;
+    }
+    peer_->error(err, "%s", what);
+    drop();
+}
+
+void Link::shut_down() noexcept
+{
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log_, 0,
+                   "fly %s closing: worker exiting", peer_->kind());
+    shutting_down_ = true;
+    backoff_.cancel();
+    if (state_ == State::resolving || state_ == State::connecting
+        || state_ == State::ready)
+    {
+        drop();
+    } else if (state_ != State::closing) {
+        state_ = State::closed;
+    }
+}
+
+// Drops the connection; finish() runs once the library has let it go.
+void Link::drop() noexcept
+{
+    peer_->cancel_lookup();
+    connect_timer_.disarm();
+    bool had = state_ != State::resolving;
+    state_ = State::closing;
+    if (!had || driver_->link_close()) {
+        finish();
+    }
+}
+
+void Link::closed(const char *why) noexcept
+{
+    if (state_ != State::closing) {
+        // The library lost it by itself.
+        if (!exiting()) {
+            peer_->error(0, "%s", why);
+        }
+        connect_timer_.disarm();
+        state_ = State::closing;
+    }
+    finish();
+}
+
+// The connection is gone: what waits fails, then the backoff.
+void Link::finish() noexcept
+{
+    driver_->link_down();
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log_, 0, "fly %s closed", peer_->kind());
+    if (exiting()) {
+        state_ = State::closed;
+        return;
+    }
+    state_ = State::backoff;
+    peer_->next_address();        // the next attempt tries the next address
+    ngx_msec_t delay = backoff_.start();
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log_, 0, "fly %s backoff %M",
+                   peer_->kind(), delay);
+}
+
+void Link::on_backoff_over() noexcept
+{
+    if (exiting()) {
+        state_ = State::closed;
+        return;
+    }
+    state_ = State::idle;
+    connect(true);     // in the background; commands fail until it is ready
+}
+
 // ---- LibSocket -----------------------------------------------------------
 
 void LibSocket::init(void *data, EventHandler on_read, EventHandler on_write,

@@ -31,6 +31,18 @@ namespace fly {
 
 using EventHandler = void (*)(void *data) noexcept;
 
+// An EventHandler that calls a member function on `data`:
+// ev.init(call<&Client::on_timer>, this, log).
+template <typename M> struct MemberClass;
+template <typename C> struct MemberClass<void (C::*)() noexcept> {
+    using type = C;
+};
+template <auto M>
+void call(void *data) noexcept
+{
+    (static_cast<typename MemberClass<decltype(M)>::type *>(data)->*M)();
+}
+
 // ---- Event ---------------------------------------------------------------
 // One nginx event, used as a timer, a posted event, or both.  A worker that
 // is shutting down gracefully exits as soon as only cancelable timers are
@@ -141,6 +153,7 @@ public:
     void clear_failed() noexcept { failed_ = false; }
 
     ngx_log_t *log() const noexcept { return log_; }
+    const char *kind() const noexcept { return kind_; }
     const ngx_str_t &endpoint() const noexcept { return endpoint_; }
     in_port_t port() const noexcept { return port_; }
 
@@ -177,6 +190,89 @@ private:
     time_t err_slot_ = 0;
     time_t warn_slot_ = 0;
     time_t notice_slot_ = 0;
+};
+
+// ---- Link ----------------------------------------------------------------
+// The life of a client's connection to its peer, whatever the library:
+//   idle --lookup--> resolving --> connecting (connect_timeout) --> ready
+// On any failure: it is logged (rate-limited), the connection dropped,
+// the client fails what waits, and after a backoff a new connection is
+// made in the background ("probing": until it is ready the client fails
+// new commands at once), to the name's next address, looked up again.
+// When the worker shuts down: dropped for good.
+class Link {
+public:
+    enum class State : uint8_t {
+        idle,        // nothing yet: the first command connects
+        resolving,   // waiting for nginx's resolver
+        connecting,  // the library connects (and authenticates)
+        ready,
+        closing,     // being dropped (the client's callbacks may run)
+        backoff,     // after a failure, until the backoff is over
+        closed,      // the worker is exiting: never again
+    };
+
+    // What the client does with its library.
+    class Driver {
+    public:
+        // Starts connecting to `a` (the library's connection, its socket
+        // tracked).  False when nothing could be opened (log it with
+        // Peer::error()); a later failure calls Link::fail().
+        virtual bool link_open(const PeerAddress &a) noexcept = 0;
+        // Drops the library's connection (release the socket first).
+        // True when it is gone now; false when the library lets it go
+        // later, and then calls Link::closed() (maybe from inside this).
+        virtual bool link_close() noexcept = 0;
+        // The connection is gone, or did not come: fail what waits for it.
+        virtual void link_down() noexcept = 0;
+        // The connection is ready.
+        virtual void link_up() noexcept = 0;
+
+    protected:
+        ~Driver() = default;
+    };
+
+    void init(Driver *driver, Peer *peer, ngx_msec_t connect_timeout,
+              ngx_log_t *log) noexcept;
+    ~Link() = default;
+
+    // The first command: connects (false when that failed at once).
+    bool start() noexcept;
+    // May commands be queued now (held or sent)?  Not while down, nor
+    // while probing after a failure.
+    bool usable() const noexcept;
+    State state() const noexcept { return state_; }
+    // The worker is exiting (gracefully or not).
+    bool exiting() const noexcept;
+
+    // The library's connection is established (and authenticated).
+    void ready() noexcept;
+    // Something failed: logs `what`, drops the connection, backs off.
+    void fail(ngx_err_t err, const char *what) noexcept;
+    // The library let the connection go: after link_close() returned
+    // false, or by itself (then `why` is logged).
+    void closed(const char *why) noexcept;
+    // The worker is shutting down: drops the connection for good.
+    void shut_down() noexcept;
+
+private:
+    void connect(bool probe) noexcept;
+    void open(const PeerAddress &a) noexcept;
+    void drop() noexcept;
+    void finish() noexcept;
+    static void on_found(void *data, const PeerAddress *a) noexcept;
+    void on_connect_timeout() noexcept;
+    void on_backoff_over() noexcept;
+
+    Driver *driver_ = nullptr;
+    Peer *peer_ = nullptr;
+    ngx_msec_t connect_timeout_ = 0;
+    ngx_log_t *log_ = nullptr;
+    State state_ = State::idle;
+    bool probing_ = false;
+    bool shutting_down_ = false;
+    Event connect_timer_;
+    Backoff backoff_;
 };
 
 // ---- LibSocket -----------------------------------------------------------
