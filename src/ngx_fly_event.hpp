@@ -1,13 +1,18 @@
 // fly-edge nginx shell: the event glue that the asynchronous clients share
-// (the Redis client; the PostgreSQL client next): timers and posted events,
-// where a peer is (address literals, nginx's resolver, or addresses
-// resolved at load time), reconnect backoff, rate-limited log lines, and a
-// socket that a client library opened, driven by nginx's event loop.
-//
-// Nothing here blocks, and every object is owned by its client (plain
-// members, no allocation from nginx pools).  Handlers are plain functions
-// taking the client (`data`); they are called from nginx's event loop,
-// never from inside the call that set them up, except where noted.
+// (the Redis client; the PostgreSQL client next):
+//   Event      a timer and/or posted event (call<&C::m> makes its handler)
+//   Backoff    reconnect delays, 50 ms doubling up to 5 s
+//   Peer       where the peer is: address literals, names through nginx's
+//              resolver (looked up again after failures; AAAA-only names
+//              work), or addresses resolved at load time; and the client's
+//              log lines, each level at most once a second (log_allowed)
+//   Link       the life of the connection: lookup, connect deadline,
+//              ready, failure, backoff, probing, graceful shutdown
+//   LibSocket  a socket that a client library opened and closes, driven
+//              by nginx's events
+// Nothing here blocks, and every object is a plain member of its client
+// (no allocation from nginx pools).  Handlers are plain functions taking
+// the client (`data`), called from nginx's event loop.
 //
 // A library's socket (hiredis, libpq) is driven like this:
 //   - after the library opens it (redisAsyncConnect; PQconnectStart, and
@@ -15,14 +20,21 @@
 //     the next address), call track(fd): the socket becomes an
 //     ngx_connection_t registered for reading and writing, edge-triggered
 //     where nginx's events are (epoll, kqueue); tracking the same socket
-//     again is a no-op, another one replaces it;
+//     again is a no-op, another one (even under the same number) replaces
+//     it;
 //   - level-triggered (poll, select): call want_write(true/false) as the
 //     library wants to write or not (hiredis's addWrite/delWrite hooks,
 //     PGRES_POLLING_WRITING/READING); edge-triggered, nothing;
 //   - on_read / on_write run on readiness; on_close when nginx closes idle
-//     connections (graceful shutdown): tear the client down then;
+//     connections (graceful shutdown): call Link::shut_down() then;
 //   - before the library closes the fd (hiredis's cleanup hook, PQfinish),
 //     call release(): the nginx connection goes, the fd is not touched.
+// For libpq, Link::Driver::link_open() would call PQconnectStartParams()
+// with hostaddr=PeerAddress::text and the port, PQsetnonblocking() and
+// track(PQsocket()); its read and write handlers PQconnectPoll() (again at
+// CONNECTION_MADE when edge-triggered), track(PQsocket()) and want_write()
+// by the poll status, then Link::ready() at PGRES_POLLING_OK;
+// link_close() releases the socket, calls PQfinish() and returns true.
 #pragma once
 
 #include "ngx_fly.hpp"
