@@ -319,26 +319,6 @@ void Link::init(Driver *driver, Peer *peer, ngx_msec_t connect_timeout,
     backoff_.init(call<&Link::on_backoff_over>, this, log);
 }
 
-bool Link::exiting() const noexcept
-{
-    return shutting_down_ || ngx_exiting || ngx_terminate;
-}
-
-bool Link::usable() const noexcept
-{
-    return !probing_
-           && (state_ == State::resolving || state_ == State::connecting
-               || state_ == State::ready);
-}
-
-bool Link::start() noexcept
-{
-    if (state_ == State::idle && !exiting()) {
-        connect(false);
-    }
-    return usable();
-}
-
 void Link::connect(bool probe) noexcept
 {
     probing_ = probe;

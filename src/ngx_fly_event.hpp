@@ -248,14 +248,27 @@ public:
               ngx_log_t *log) noexcept;
     ~Link() = default;
 
-    // The first command: connects (false when that failed at once).
-    bool start() noexcept;
-    // May commands be queued now (held or sent)?  Not while down, nor
-    // while probing after a failure.
-    bool usable() const noexcept;
+    // The first command: connects.  Then: may commands be queued now (held
+    // or sent)?  Not while down, nor while probing after a failure.
+    bool start() noexcept
+    {
+        if (state_ == State::idle && !exiting()) {
+            connect(false);
+        }
+        return usable();
+    }
+    bool usable() const noexcept
+    {
+        return !probing_
+               && (state_ == State::resolving || state_ == State::connecting
+                   || state_ == State::ready);
+    }
     State state() const noexcept { return state_; }
     // The worker is exiting (gracefully or not).
-    bool exiting() const noexcept;
+    bool exiting() const noexcept
+    {
+        return shutting_down_ || ngx_exiting || ngx_terminate;
+    }
 
     // The library's connection is established (and authenticated).
     void ready() noexcept;

@@ -60,7 +60,7 @@ int hiredis_type(core::RespType t) noexcept
 
 // `from` as a hiredis reply, its strings moved over (no copy).  False when
 // out of memory (what was built is in `to`, for free_hiredis_parts()).
-bool to_hiredis(core::RespReply &from, redisReply &to) noexcept
+inline bool to_hiredis(core::RespReply &from, redisReply &to) noexcept
 {
     to = redisReply{};
     to.type = hiredis_type(from.type);
@@ -103,7 +103,9 @@ void free_hiredis_parts(redisReply &r) noexcept
         }
         std::free(r.element);
     }
-    std::free(r.str);
+    if (r.str != nullptr) {
+        std::free(r.str);       // not taken by the callback
+    }
     r = redisReply{};
 }
 
@@ -367,7 +369,11 @@ void RedisConnection::redis_reply(core::RespReply &reply) noexcept
         redisReply r;
         bool ok = to_hiredis(reply, r);
         invoke(cb, data, ok ? &r : nullptr);
-        free_hiredis_parts(r);
+        if (r.element != nullptr) {
+            free_hiredis_parts(r);
+        } else if (r.str != nullptr) {
+            std::free(r.str);    // not taken by the callback
+        }
         if (!ok) {
             free_op(op);
             link_.fail("out of memory");
@@ -382,11 +388,15 @@ void RedisConnection::redis_reply(core::RespReply &reply) noexcept
 
 // ---- timers -------------------------------------------------------------
 
+// Deadlines only ever come later than the earliest one: an armed timer
+// fires in time (its handler arms it again for the next).
 void RedisConnection::arm_timers() noexcept
 {
-    uint64_t d = pipe_.next_deadline();
-    if (d != core::RedisPipeline::kNever) {
-        deadline_.arm_by(static_cast<ngx_msec_t>(d));
+    if (!deadline_.armed()) {
+        uint64_t d = pipe_.next_deadline();
+        if (d != core::RedisPipeline::kNever) {
+            deadline_.arm_by(static_cast<ngx_msec_t>(d));
+        }
     }
     if (link_.state() == Link::State::ready && !silence_.armed()) {
         uint64_t s = pipe_.silent_deadline();

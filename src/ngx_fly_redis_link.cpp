@@ -317,8 +317,8 @@ void RedisLink::on_readable() noexcept
         if (n > 0) {
             reader_.commit(static_cast<size_t>(n));
             owner_->redis_received();
+            core::RespReply reply;     // next() fills it in full
             for (;;) {
-                core::RespReply reply;
                 core::RespReader::Status st = reader_.next(reply);
                 if (st == core::RespReader::Status::more) {
                     break;

@@ -26,8 +26,6 @@ namespace {
 constexpr size_t kInflightMin = 512 * 1024;
 constexpr size_t kInflightMax = 64 * 1024 * 1024;
 constexpr size_t kInflightRate = 2048;          // bytes per microsecond
-constexpr size_t kInflightMinOps = 4;
-constexpr size_t kMaxInflightOps = 65536;
 constexpr size_t kReplyOverhead = 16;           // a reply's RESP framing
 constexpr uint64_t kRttEpoch = 10000;           // min RTT: over 10-20 s
 constexpr size_t kHeldCompact = 64 * 1024;
@@ -37,6 +35,7 @@ constexpr size_t kHeldCompact = 64 * 1024;
 RedisPipeline::RedisPipeline(uint64_t timeout_ms, uint64_t liveness_ms) noexcept
     : timeout_(timeout_ms), liveness_(liveness_ms)
 {
+    set_budget();
 }
 
 uint64_t RedisPipeline::liveness_for(uint64_t timeout_ms) noexcept
@@ -114,25 +113,24 @@ void RedisPipeline::dremove(List &l, PipelineOp *op) noexcept
 
 size_t RedisPipeline::send_cap() const noexcept
 {
+    size_t cap = budget_ / avg_reply_;
+    if (cap < kMinOps) {
+        cap = kMinOps;
+    }
+    return cap < kMaxOps ? cap : kMaxOps;
+}
+
+void RedisPipeline::set_budget() noexcept
+{
     uint64_t rtt = rtt_min_ < rtt_min_prev_ ? rtt_min_ : rtt_min_prev_;
-    size_t budget = kInflightMin;
+    budget_ = kInflightMin;
     if (rtt != UINT64_MAX) {
         uint64_t b = rtt < kInflightMax / kInflightRate ? rtt * kInflightRate
                                                         : kInflightMax;
-        if (b > budget) {
-            budget = static_cast<size_t>(b);
+        if (b > budget_) {
+            budget_ = static_cast<size_t>(b);
         }
     }
-    size_t cap = budget / avg_reply_;
-    if (cap < kInflightMinOps) {
-        cap = kInflightMinOps;
-    }
-    return cap < kMaxInflightOps ? cap : kMaxInflightOps;
-}
-
-bool RedisPipeline::must_hold() const noexcept
-{
-    return first_held_ != nullptr || inflight_ >= send_cap();
 }
 
 bool RedisPipeline::hold(PipelineOp *op, int argc, const char *const *argv,
@@ -207,8 +205,7 @@ void RedisPipeline::written(size_t n, uint64_t now_ms) noexcept
 
 PipelineOp *RedisPipeline::releasable() const noexcept
 {
-    return first_held_ != nullptr && inflight_ < send_cap() ? first_held_
-                                                             : nullptr;
+    return first_held_ != nullptr && room() ? first_held_ : nullptr;
 }
 
 const char *RedisPipeline::held_bytes(const PipelineOp *op) const noexcept
@@ -282,6 +279,7 @@ void RedisPipeline::answered(PipelineOp *op, size_t bytes, uint64_t now_ms,
     }
     if (rtt < rtt_min_) {
         rtt_min_ = rtt;
+        set_budget();
     }
 }
 

@@ -64,7 +64,10 @@ public:
     // ---- issuing
     // Must a new op be held?  (Some are held already, or send_cap() replies
     // are on their way.)
-    bool must_hold() const noexcept;
+    bool must_hold() const noexcept
+    {
+        return first_held_ != nullptr || !room();
+    }
     // Queues `op`, its command held here (formatted in RESP).  False when
     // out of memory (`op` is not queued).
     bool hold(PipelineOp *op, int argc, const char *const *argv,
@@ -132,6 +135,18 @@ private:
     void to_output(PipelineOp *op, size_t n, uint64_t now_ms,
                    uint64_t now_us) noexcept;
     void tidy_held() noexcept;
+    // Do the replies expected for the ops in flight leave room for one
+    // more?  (What send_cap() says, without a division per command.)
+    bool room() const noexcept
+    {
+        return inflight_ < kMinOps
+               || (inflight_ < kMaxOps
+                   && (inflight_ + 1) * avg_reply_ <= budget_);
+    }
+    void set_budget() noexcept;
+
+    static constexpr size_t kMinOps = 4;          // in flight, at least
+    static constexpr size_t kMaxOps = 65536;      // and at most
 
     uint64_t timeout_;
     uint64_t liveness_;
@@ -151,6 +166,7 @@ private:
     uint64_t out_written_ = 0;           // of which written
     uint64_t silent_since_ = 0;
 
+    size_t budget_ = 0;                  // bytes of replies in flight
     size_t avg_reply_ = 4096;            // moving average of reply sizes
     uint64_t rtt_min_ = UINT64_MAX;      // smallest round trip, this epoch
     uint64_t rtt_min_prev_ = UINT64_MAX; // and the previous one

@@ -82,19 +82,26 @@ char *copy_str(const char *p, size_t n) noexcept
     return s;
 }
 
-// Writes "<c><v>\r\n".
+// Writes "<c><v>\r\n" (small numbers, the usual ones, without a loop).
 char *write_line(char *p, char c, size_t v) noexcept
 {
-    char tmp[24];
-    char *d = tmp + sizeof(tmp);
-    do {
-        *--d = static_cast<char>('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
     *p++ = c;
-    size_t n = static_cast<size_t>(tmp + sizeof(tmp) - d);
-    std::memcpy(p, d, n);
-    p += n;
+    if (v < 10) {
+        *p++ = static_cast<char>('0' + v);
+    } else if (v < 100) {
+        *p++ = static_cast<char>('0' + v / 10);
+        *p++ = static_cast<char>('0' + v % 10);
+    } else {
+        char tmp[24];
+        char *d = tmp + sizeof(tmp);
+        do {
+            *--d = static_cast<char>('0' + v % 10);
+            v /= 10;
+        } while (v != 0);
+        while (d < tmp + sizeof(tmp)) {
+            *p++ = *d++;
+        }
+    }
     *p++ = '\r';
     *p++ = '\n';
     return p;
@@ -109,7 +116,7 @@ size_t arg_len(const char *const *argv, const size_t *argvlen, int i) noexcept
 
 // ---- replies ----------------------------------------------------------------
 
-void resp_free(RespReply &r) noexcept
+void resp_free_parts(RespReply &r) noexcept
 {
     if (r.element != nullptr) {
         for (size_t i = 0; i < r.elements; i++) {
@@ -279,7 +286,7 @@ bool RespReader::feed(const char *p, size_t n) noexcept
     return true;
 }
 
-RespReader::Status RespReader::next(RespReply &out) noexcept
+RespReader::Status RespReader::next_other(RespReply &out) noexcept
 {
     if (error_ != nullptr) {
         return Status::error;
@@ -289,9 +296,6 @@ RespReader::Status RespReader::next(RespReply &out) noexcept
     }
     if (pos_ == len_) {
         return Status::more;
-    }
-    if (buf_[pos_] == '$') {
-        return next_bulk(out);     // the common case (GET), in one pass
     }
 
     size_t end = 0;
@@ -562,16 +566,6 @@ bool ByteBuf::reserve(size_t n) noexcept
     p = np;
     cap = ncap;
     return true;
-}
-
-size_t resp_command_size(int argc, const char *const *argv,
-                         const size_t *argvlen) noexcept
-{
-    size_t need = sizeof("*\r\n") - 1 + 20;
-    for (int i = 0; i < argc; i++) {
-        need += sizeof("$\r\n\r\n") - 1 + 20 + arg_len(argv, argvlen, i);
-    }
-    return need;
 }
 
 char *resp_write_command(char *p, int argc, const char *const *argv,

@@ -43,7 +43,14 @@ struct RespReply {
 };
 
 // Frees what `r` holds (not `r` itself) and leaves it nil.
-void resp_free(RespReply &r) noexcept;
+void resp_free_parts(RespReply &r) noexcept;
+inline void resp_free(RespReply &r) noexcept
+{
+    if (r.str != nullptr || r.element != nullptr) {
+        resp_free_parts(r);
+    }
+    r.type = RespType::nil;
+}
 
 // "string", "array", ... for log lines.
 const char *resp_type_name(RespType t) noexcept;
@@ -85,7 +92,15 @@ public:
     // what it held first).  `more`: not all there yet.  `error`: malformed
     // input or out of memory (error() says why); the stream cannot go on,
     // reset() before reading another.
-    Status next(RespReply &out) noexcept;
+    Status next(RespReply &out) noexcept
+    {
+        if (error_ == nullptr && body_ == nullptr && pos_ < len_
+            && buf_[pos_] == '$')
+        {
+            return next_bulk(out);    // the common case (GET), in one pass
+        }
+        return next_other(out);
+    }
     const char *error() const noexcept { return error_; }
 
     // A fresh stream (a new connection).  Frees a body being received.
@@ -97,6 +112,7 @@ private:
     Status broken(const char *why) noexcept;
     bool make_room() noexcept;
     Status next_bulk(RespReply &out) noexcept;
+    Status next_other(RespReply &out) noexcept;
     Status finish_body(RespReply &out) noexcept;
     Status scan(size_t *end) noexcept;
     bool build(RespReply &r, const char *p, const char **next) noexcept;
@@ -143,8 +159,16 @@ struct ByteBuf {
 
 // An upper bound of the size of a command in RESP (an array of bulk
 // strings).  argvlen may be nullptr: then every argv[i] is a C string.
-size_t resp_command_size(int argc, const char *const *argv,
-                         const size_t *argvlen) noexcept;
+inline size_t resp_command_size(int argc, const char *const *argv,
+                                const size_t *argvlen) noexcept
+{
+    size_t need = sizeof("*\r\n") - 1 + 20;
+    for (int i = 0; i < argc; i++) {
+        need += sizeof("$\r\n\r\n") - 1 + 20
+                + (argvlen ? argvlen[i] : __builtin_strlen(argv[i]));
+    }
+    return need;
+}
 // Writes the command at `p`, which has room for resp_command_size()
 // bytes; returns the end.
 char *resp_write_command(char *p, int argc, const char *const *argv,
