@@ -425,6 +425,11 @@ void Link::drop() noexcept
 
 void Link::closed(const char *why) noexcept
 {
+    if (state_ != State::connecting && state_ != State::ready
+        && state_ != State::closing)
+    {
+        return;         // no connection to lose
+    }
     if (state_ != State::closing) {
         // The library lost it by itself.
         if (!exiting()) {

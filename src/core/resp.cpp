@@ -166,6 +166,7 @@ void RespReader::reset() noexcept
     body_len_ = body_got_ = 0;
     pos_ = len_ = 0;
     scanned_ = 0;
+    line_from_ = 0;
     depth_ = 0;
     large_ = false;
     error_ = nullptr;
@@ -308,6 +309,7 @@ RespReader::Status RespReader::next_other(RespReply &out) noexcept
     bool ok = build(out, buf_ + pos_, &next);
     pos_ = end;
     scanned_ = 0;
+    line_from_ = 0;
     depth_ = 0;
     if (pos_ == len_) {
         pos_ = len_ = 0;
@@ -410,7 +412,13 @@ RespReader::Status RespReader::scan(size_t *end_off) noexcept
         if (!is_type_byte(*p)) {
             return broken("bad reply type byte");
         }
-        const char *nl = find_crlf(p + 1, end);
+        // A long status line arriving in pieces is searched once: from
+        // where the last search stopped.
+        const char *from = p + 1;
+        if (line_from_ > static_cast<size_t>(from - base)) {
+            from = base + line_from_;
+        }
+        const char *nl = find_crlf(from, end);
         if (nl == nullptr) {
             if (*p != '+' && *p != '-'
                 && static_cast<size_t>(end - p) > kMaxHeader)
@@ -418,8 +426,10 @@ RespReader::Status RespReader::scan(size_t *end_off) noexcept
                 return broken("line too long");
             }
             scanned_ = p - base;
+            line_from_ = end - base - 1;      // a CR may end what is there
             return Status::more;
         }
+        line_from_ = 0;
         long long n = 0;
         switch (*p) {
         case '+':

@@ -134,10 +134,12 @@ private:
     bool large_ = false;            // the last bulk string was large
 
     // How far the reply at pos_ (not a bulk string) has been checked, so
-    // that a large array arriving in pieces is not scanned again and
-    // again: scanned_ bytes from pos_, inside depth_ open arrays with
-    // left_[i] elements still to come at level i.
+    // that a large array (or a long line) arriving in pieces is not scanned
+    // again and again: scanned_ bytes from pos_, inside depth_ open arrays
+    // with left_[i] elements still to come at level i; the CRLF of the
+    // element at scanned_ is not before line_from_.
     size_t scanned_ = 0;
+    size_t line_from_ = 0;          // where to look for the CRLF of a line
     int depth_ = 0;
     uint32_t left_[16] = {};
 };

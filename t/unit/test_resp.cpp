@@ -312,6 +312,13 @@ static void test_huge_lengths(void **)
     std::string line = "+" + std::string(200000, 'x') + "\r\n";
     assert_sv_equal(read_all(line, 0, tight), "!reply too large");
     assert_sv_equal(read_all(line).substr(0, 10), "+xxxxxxxxx");
+    // a long line arriving in pieces (searched for its CRLF once)
+    std::string got = read_all(line + ":7\r\n", 1000);
+    assert_int_equal(got.size(), 1 + 200000 + 5);
+    assert_sv_equal(got.substr(got.size() - 6), "x | :7");
+    assert_sv_equal(read_all("+ab\r", 1) , "");
+    assert_sv_equal(read_all("+ab\r\n", 1), "+ab");
+    assert_sv_equal(read_all("+a\rb\r\r\n", 1), "+a\rb\r");
     std::string arr = "*2\r\n" + bulk(std::string(100000, 'a')) + bulk("b");
     assert_sv_equal(read_all(arr, 0, tight), "!reply too large");
     assert_sv_equal(read_all(arr, 5000).substr(0, 13), "*2[$100000:aa");
