@@ -225,6 +225,7 @@ bool remember_forward_use(ngx_conf_t *cf, const LocConf *conf);
 // ngx_fly_cache_lookup.cpp
 ngx_int_t cache_init(ngx_conf_t *cf);           // postconfiguration part
 
+// ngx_fly_event.cpp (with the rest of the event glue)
 // Logs at most once per second per worker for each `slot` (a static
 // time_t the caller owns), so a Redis outage cannot flood the log.
 bool log_allowed(time_t *slot);
