@@ -7,6 +7,7 @@
 #pragma once
 
 #include "ngx_fly.hpp"
+#include "ngx_fly_near.hpp"
 #include "core/http_text.hpp"
 
 #include <string>
@@ -33,6 +34,8 @@ struct CacheCtx {
     size_t prefix_len;
     int64_t ttl;
     std::string vary;            // Vary names, when a marker must be stored
+    bool near;                   // the near cache is used (ngx_fly_near.hpp)
+    NearToken near_token;        // what the GET in flight took
 };
 
 // The request's value of header `name` (lower case), lines joined

@@ -250,6 +250,9 @@ void on_get(void *data, redisReply *reply) noexcept;
 bool send_get(ngx_http_request_t *r, CacheCtx *cc, const std::string &key)
 {
     MainConf *mcf = main_conf(r);
+    if (cc->near) {
+        cc->near_token = near_token(core::near_hash(key));
+    }
     const char *argv[2] = {"GET", key.data()};
     size_t argvlen[2] = {3, key.size()};
     cc->op = mcf->redis_client->command(2, argv, argvlen, on_get, cc);
@@ -336,6 +339,10 @@ void on_get_reply(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
             resume(r, cc);
             return;
         }
+        if (cc->near) {
+            near_offer(cc->key, core::near_hash(cc->key), cc->near_token, data,
+                       e.meta.stored + e.meta.ttl, true, 0, cc->near_token);
+        }
         cc->generation.assign(e.body);
         bool ok = core::build_variant_key(
             variant_base(cc), e.headers[0].value,
@@ -364,7 +371,14 @@ void on_get_reply(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
         return;
     }
 
-    // HIT: keep the reply's bytes for the body; hiredis frees the rest.
+    // HIT: it may enter the zone; keep the reply's bytes for the body,
+    // hiredis frees the rest.
+    ctx->cache_tier = CacheTier::redis;
+    if (cc->near) {
+        const std::string &k = cc->lookup_variant ? cc->variant_key : cc->key;
+        near_offer(k, core::near_hash(k), cc->near_token, data,
+                   e.meta.stored + e.meta.ttl, false, 0, cc->near_token);
+    }
     cc->reply = reply->str;
     reply->str = nullptr;
     reply->len = 0;
@@ -400,6 +414,44 @@ void on_get(void *data, redisReply *reply) noexcept
     ngx_http_run_posted_requests(c);
 }
 
+// A HIT from the near cache: no Redis command at all.  NGX_DECLINED when
+// the zone has no usable entry (or Vary variant) for the request.
+ngx_int_t near_hit(ngx_http_request_t *r, CacheCtx *cc, RequestCtx *ctx)
+{
+    const core::NearEntry *n = near_get(r, cc->key, core::near_hash(cc->key));
+    core::EntryView e;
+    if (n == nullptr || core::decode_entry(n->value(), e) != core::DecodeError::none) {
+        return NGX_DECLINED;
+    }
+    if (e.meta.flags & core::kEntryVaryMarker) {
+        std::string vkey;
+        std::string base(cc->key);
+        base.append("\x1fg").append(e.body);
+        if (e.nheaders != 1
+            || !core::build_variant_key(
+                   base, e.headers[0].value,
+                   [&](std::string_view name) { return request_header(r, name); },
+                   vkey))
+        {
+            return NGX_DECLINED;
+        }
+        n = near_get(r, vkey, core::near_hash(vkey));
+        if (n == nullptr
+            || core::decode_entry(n->value(), e) != core::DecodeError::none
+            || (e.meta.flags & core::kEntryVaryMarker))
+        {
+            return NGX_DECLINED;
+        }
+    }
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: near HIT status %ui, %uz body bytes",
+                   (ngx_uint_t) e.meta.status, e.body.size());
+    ctx->cache_tier = CacheTier::near;
+    cc->want_store = false;
+    ngx_http_finalize_request(r, send_hit(r, ctx, e));
+    return NGX_DONE;
+}
+
 ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
 {
     MainConf *mcf = main_conf(r);
@@ -427,6 +479,14 @@ ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
         ctx->cache_status = CacheStatus::bypass;
         cc->want_store = true;   // not read, but still refreshed
         return NGX_DECLINED;
+    }
+
+    if (near_enabled(r)) {
+        cc->near = true;
+        ngx_int_t rc = near_hit(r, cc, ctx);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
     }
 
     if (mcf->redis_client == nullptr || !send_get(r, cc, cc->key)) {
