@@ -26,7 +26,7 @@ sub near_get {
     return FlyEdge::Test::send_request(method => $o{method} // 'GET', path => $path,
         region => $o{region} // 'atl', direct => 1,
         headers => { Host => $o{host} // $HOST, %{ $o{headers} // {} } },
-        timeout => FlyEdge::Test::scaled(30));
+        timeout => 30);     # scaled by send_request
 }
 
 sub tier     { $_[0]{headers}{'x-tier'} // '' }
@@ -106,6 +106,7 @@ sub wait_sessions {
 
 package FlyEdge::Near::Tracker;
 
+use IO::Select;
 use Time::HiRes qw(time);
 
 sub _cmd {
@@ -113,69 +114,122 @@ sub _cmd {
     return '*' . @a . "\r\n" . join('', map { '$' . length($_) . "\r\n$_\r\n" } @a);
 }
 
+# Every read has a deadline (a hung Redis fails the test, never hangs it).
+our $WAIT = FlyEdge::Test::scaled(5);
+
 sub _connect {
     my ($port, $password) = @_;
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp',
-                                  Timeout => FlyEdge::Test::scaled(5)) or die "connect to Redis: $!\n";
+                                  Timeout => $WAIT) or die "connect to Redis: $!\n";
     $s->autoflush(1);
-    print $s _cmd('AUTH', $password);
-    my $l = <$s> // die "AUTH: closed\n";
-    die "AUTH: $l" unless $l =~ /^\+OK/;
-    return $s;
+    my $c = { sock => $s, buf => '' };
+    _send($c, 'AUTH', $password);
+    my $l = _line($c);
+    die "AUTH: $l\n" unless $l =~ /^\+OK/;
+    return $c;
+}
+
+sub _send {
+    my ($c, @a) = @_;
+    my $out = _cmd(@a);
+    my $s = $c->{sock};
+    print $s $out or die "write to Redis: $!\n";
+}
+
+# More bytes into $c->{buf} before $deadline; false on timeout or EOF.
+sub _fill {
+    my ($c, $deadline) = @_;
+    my $left = $deadline - time;
+    return 0 if $left <= 0;
+    return 0 unless IO::Select->new($c->{sock})->can_read($left);
+    my $got = sysread($c->{sock}, my $chunk, 65536);
+    return 0 unless $got;
+    $c->{seen_at} = time;
+    $c->{buf} .= $chunk;
+    return 1;
+}
+
+sub _line {
+    my ($c) = @_;
+    my $deadline = time + $WAIT;
+    while ((my $i = index($c->{buf}, "\r\n")) < 0) {
+        _fill($c, $deadline) or die "Redis: no reply\n";
+    }
+    my $i = index($c->{buf}, "\r\n");
+    my $l = substr($c->{buf}, 0, $i);
+    substr($c->{buf}, 0, $i + 2) = '';
+    return $l;
+}
+
+# One RESP2 reply: a string, an array ref, or undef (null).
+sub _reply {
+    my ($c) = @_;
+    my $l = _line($c);
+    my ($t, $v) = (substr($l, 0, 1), substr($l, 1));
+    return $v if $t eq '+' || $t eq ':';
+    die "Redis: $v\n" if $t eq '-';
+    if ($t eq '$') {
+        return undef if $v < 0;
+        my $deadline = time + $WAIT;
+        while (length($c->{buf}) < $v + 2) { _fill($c, $deadline) or die "Redis: short bulk\n" }
+        my $s = substr($c->{buf}, 0, $v);
+        substr($c->{buf}, 0, $v + 2) = '';
+        return $s;
+    }
+    if ($t eq '*') {
+        return undef if $v < 0;
+        return [ map { _reply($c) } 1 .. $v ];
+    }
+    die "Redis: bad reply $l\n";
 }
 
 sub new {
     my ($class, $t, $r) = @_;
     my $port = $t->redis_port($r);
     my $sub = _connect($port, $t->redis_password);
-    print $sub _cmd('CLIENT', 'ID');
-    my ($id) = (<$sub> // '') =~ /^:(\d+)/ or die "CLIENT ID failed\n";
-    print $sub _cmd('SUBSCRIBE', '__redis__:invalidate');
-    my $ack = '';
-    $ack .= <$sub> for 1 .. 7;     # *3 $9 subscribe $20 channel :1
-    die "SUBSCRIBE failed: $ack\n" unless $ack =~ /subscribe/;
+    _send($sub, 'CLIENT', 'ID');
+    my $id = _reply($sub);
+    die "CLIENT ID failed\n" unless defined $id && $id =~ /^\d+$/;
+    _send($sub, 'SUBSCRIBE', '__redis__:invalidate');
+    my $ack = _reply($sub);
+    die "SUBSCRIBE failed\n" unless ref $ack && $ack->[0] eq 'subscribe';
     my $data = _connect($port, $t->redis_password);
-    print $data _cmd('CLIENT', 'TRACKING', 'on', 'REDIRECT', $id);
-    my $ok = <$data> // '';
-    die "CLIENT TRACKING failed: $ok\n" unless $ok =~ /^\+OK/;
-    $sub->blocking(0);
-    return bless { sub => $sub, data => $data, buf => '' }, $class;
+    _send($data, 'CLIENT', 'TRACKING', 'on', 'REDIRECT', $id);
+    my $ok = _reply($data) // '';
+    die "CLIENT TRACKING failed: $ok\n" unless $ok eq 'OK';
+    return bless { sub => $sub, data => $data }, $class;
 }
 
 # GET $key on the tracking connection (its reply is read and dropped).
 sub track {
     my ($self, $key) = @_;
-    my $d = $self->{data};
-    print $d _cmd('GET', $key);
-    my $l = <$d> // die "GET: closed\n";
-    if ($l =~ /^\$(\d+)/) { my $v; read($d, $v, $1 + 2) }
+    _send($self->{data}, 'GET', $key);
+    _reply($self->{data});
 }
 
+# The time() at which the invalidation of $key reached this client (the
+# read that brought it), or undef after $secs.
 sub wait_invalidation {
     my ($self, $key, $secs) = @_;
-    my $sel = IO::Select->new($self->{sub});
+    my $c = $self->{sub};
     my $deadline = time + $secs;
     while (1) {
-        my $i = index($self->{buf}, "\r\n$key\r\n");
-        if ($i >= 0) {
-            my $at = $self->{seen_at} // time;
-            substr($self->{buf}, 0, $i + length($key) + 4) = '';
-            return $at;
+        while (index($c->{buf}, "\r\n") >= 0) {
+            my $at = $c->{seen_at};
+            my $m = eval { _reply($c) };
+            return undef unless $m;
+            next unless ref $m && $m->[0] eq 'message';
+            my $keys = $m->[2];
+            return $at if !defined $keys || grep { $_ eq $key } @$keys;
         }
-        my $left = $deadline - time;
-        return undef if $left <= 0;
-        next unless $sel->can_read($left);
-        my $got = sysread($self->{sub}, my $chunk, 65536);
-        return undef unless $got;
-        $self->{seen_at} = time;
-        $self->{buf} .= $chunk;
+        _fill($c, $deadline) or return undef;
     }
 }
 
 sub close {
     my ($self) = @_;
-    close $self->{sub};
-    close $self->{data};
+    close $self->{sub}{sock};
+    close $self->{data}{sock};
 }
 
 1;
