@@ -22,6 +22,7 @@
 #include "ngx_fly_near.hpp"
 #include "ngx_fly_redis.hpp"
 #include "ngx_fly_redis_sub.hpp"
+#include "core/cache_tags.hpp"
 #include "core/redis_pipeline.hpp"
 
 extern "C" {
@@ -41,9 +42,6 @@ namespace {
 constexpr ngx_msec_t kPingEvery = 1000;  // the subscriber's PING
 constexpr ngx_msec_t kLease = 3000;      // trust without a PONG
 constexpr std::string_view kZoneName = "fly_cache_near";
-
-// TODO(merge purge8): core::kEpochKey (core/cache_tags.hpp)
-constexpr std::string_view kEpochKey = "fly:\x1f" "epoch";
 
 time_t log_slot_track;
 time_t log_slot_slot;
@@ -179,12 +177,8 @@ public:
     // Keys this worker knows changed (invalidations, its own writes).
     void forget(std::string_view key, uint64_t hash) noexcept
     {
-        race_.invalidated(hash);
         ZoneLock lock(pool_);
-        zone_->forget(key, hash, alloc_of(pool_));
-        if (key == kEpochKey) {
-            zone_->forget_epoch();
-        }
+        forget_locked(key, hash, alloc_of(pool_));
     }
 
 private:
@@ -219,6 +213,8 @@ private:
         stop("data connection lost");
     }
 
+    bool forget_locked(std::string_view key, uint64_t hash,
+                       core::NearAlloc a) noexcept;
     void enable() noexcept;
     static void on_tracking(void *data, redisReply *reply) noexcept;
     void begin_session() noexcept;
@@ -325,6 +321,25 @@ void NearTracker::stop(const char *why) noexcept
     }
 }
 
+// `key` changed (the zone's lock held): out of the zone, and a GET of it
+// in flight may not enter.  A tag purge changes the epoch and tag records
+// in one script: either one changing means that entries valid at the
+// zone's epoch may not be any more, and a GET of the epoch in flight
+// may not vouch for anything.
+bool NearTracker::forget_locked(std::string_view key, uint64_t hash,
+                                core::NearAlloc a) noexcept
+{
+    race_.invalidated(hash);
+    bool had = zone_->forget(key, hash, a);
+    if (key == core::kEpochKey
+        || key.substr(0, core::kTagKeyPrefix.size()) == core::kTagKeyPrefix)
+    {
+        race_.invalidated(core::near_hash(core::kEpochKey));
+        zone_->forget_epoch();
+    }
+    return had;
+}
+
 void NearTracker::sub_message(const core::PushMessage &m) noexcept
 {
     if (m.kind == core::PushKind::invalidate) {
@@ -332,12 +347,7 @@ void NearTracker::sub_message(const core::PushMessage &m) noexcept
         core::NearAlloc a = alloc_of(pool_);
         for (size_t i = 0; i < m.nkeys; i++) {
             std::string_view key(m.keys[i].str, m.keys[i].len);
-            uint64_t h = core::near_hash(key);
-            race_.invalidated(h);
-            bool had = zone_->forget(key, h, a);
-            if (key == kEpochKey) {
-                zone_->forget_epoch();
-            }
+            bool had = forget_locked(key, core::near_hash(key), a);
             ngx_log_debug3(NGX_LOG_DEBUG_HTTP, log_, 0,
                            "fly near: invalidate \"%*s\"%s",
                            key.size(), key.data(), had ? ", dropped" : "");

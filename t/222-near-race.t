@@ -107,3 +107,29 @@ is(cache_of($n) . ' ' . tier($n), 'HIT redis', 'the next request is not served f
 ok($F->stats->{get} > $g0, '... it asked Redis');
 my ($first, $near) = until_near($p);
 ok($near->{content} eq $m->{content}, 'without the race the key enters the zone again');
+
+
+=== TEST 3: an invalidation of the tag epoch overtakes the lookup's GET of it: the entry does not enter the zone
+--- http_config_atl eval: main::http_config('epoch race')
+--- config_atl eval: $main::CACHE
+--- test
+my $F = $main::FAKE;
+$F->set_mode();
+my $p = main::path_of('epoch');
+my $m = main::fill($p);
+ok($t->wait_until(sub { scalar main::log_lines(qr/fly near: tracking on, session /) }, scaled(5)),
+   'tracking is on');
+my $st0 = $F->stats;
+$F->set_mode(race_key => "fly:\x1fepoch", race_ms => 50);
+my $r = near_get($p);
+is("$r->{status} " . cache_of($r) . ' ' . tier($r), '200 HIT redis', 'a Redis HIT');
+ok($r->{content} eq $m->{content}, '... served with the stored bytes');
+is(($F->stats->{race_played} // 0) - ($st0->{race_played} // 0), 1, 'the fake played the race on the epoch');
+my $key = main::key_of($p);
+ok($t->wait_until(sub { scalar main::log_lines(qr/fly near: not stored "\Q$key\E" .*changed since the GET/) }, scaled(5)),
+   'the worker refused the entry for the zone (debug log)');
+$F->set_mode();
+my $n = near_get($p);
+is(cache_of($n) . ' ' . tier($n), 'HIT redis', 'the next request is not served from the zone');
+my ($first, $near) = until_near($p);
+ok($near, 'without the race the key enters the zone again');
