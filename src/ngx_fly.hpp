@@ -22,6 +22,7 @@ ngx_module_t ngx_http_fly_edge_module;
 namespace fly {
 
 class RedisClient;
+struct MetricsConf;
 
 // A Redis endpoint as configured (fly_redis / fly_redis_primary).
 struct RedisConf {
@@ -64,6 +65,8 @@ struct MainConf {
 
     RedisClient *redis_client;   // per worker, made in init_process
     RedisClient *redis_primary_client;  // == redis_client when the same
+
+    MetricsConf *metrics;        // fly_status's zone (ngx_fly_metrics.cpp)
 };
 
 struct ValidRules;
@@ -100,6 +103,10 @@ struct LocConf {
     ngx_str_t cache_status_header;      // empty = off
     ngx_str_t cache_control_header;     // a field targeted at us; empty = off
     ngx_flag_t cache_control_pass;      // send targeted fields to the client
+
+    // metrics (ngx_fly_metrics.cpp): 1 + the index of the location's
+    // name in its label table; 0 = none
+    ngx_uint_t metrics_loc;
 };
 
 enum class CacheStatus : uint8_t {

@@ -5,6 +5,7 @@
 // writes it to the region's Redis.  The lookup side is
 // ngx_fly_cache_lookup.cpp.
 #include "ngx_fly_cache.hpp"
+#include "ngx_fly_metrics.hpp"
 #include "ngx_fly_redis.hpp"
 #include "core/cache_entry.hpp"
 
@@ -279,6 +280,8 @@ void invalidate(ngx_http_request_t *r, LocConf *lcf)
     {
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "fly cache: primary Redis unavailable, not invalidated");
+    } else {
+        metrics::count(r, core::Metric::cache_invalidations);
     }
     if (mcf->redis_client != mcf->redis_primary_client) {
         const char *del[2] = {"DEL", key.data()};
