@@ -270,3 +270,44 @@ $res = main::cached($path, 'atl');
 is($res->{headers}{'x-cache'}, 'HIT', 'a HIT after the reload');
 my $q = main::settle('atl', sub { main::req_count($_[0], 'HIT') == $h0 + 1 });
 is(main::req_count($q, 'HIT'), $h0 + 1, 'counted on top of the old count');
+
+
+=== TEST 8: the Grafana dashboard (conf/grafana-fly-edge.json) parses and queries exactly the families the endpoint emits
+--- http_config eval: $main::HTTP
+--- config eval: $main::CONFIG
+--- test
+require JSON::PP;
+my $file = "$FlyEdge::Topology::ROOT/conf/grafana-fly-edge.json";
+open my $fh, '<', $file or die "$file: $!";
+my $d = eval { JSON::PP->new->decode(do { local $/; <$fh> }) };
+ok($d, 'the dashboard is JSON') or return diag($@);
+ok($d->{title} && ref $d->{panels} eq 'ARRAY' && @{$d->{panels}}, 'a dashboard with panels');
+my ($ds) = grep { $_->{type} eq 'datasource' } @{$d->{templating}{list} || []};
+ok($ds && $ds->{query} eq 'prometheus', 'a Prometheus data source variable (Fly\'s managed Grafana picks its own)');
+my (@exprs, @bad_ds);
+for my $p (map { ($_, @{$_->{panels} || []}) } @{$d->{panels}}) {
+    next if $p->{type} eq 'row';
+    push @bad_ds, $p->{title} unless ($p->{datasource}{uid} // '') eq '${' . $ds->{name} . '}';
+    push @exprs, map { $_->{expr} } @{$p->{targets} || []};
+}
+push @exprs, map { ref $_->{query} ? $_->{query}{query} : $_->{query} } grep { $_->{type} eq 'query' } @{$d->{templating}{list}};
+is_deeply(\@bad_ds, [], 'every panel queries the data source variable');
+cmp_ok(scalar @exprs, '>=', 10, scalar(@exprs) . ' queries');
+for my $e (@exprs) {
+    my $depth = 0;
+    for my $c (split //, $e) { $depth++ if $c =~ /[({\[]/; $depth-- if $c =~ /[)}\]]/; last if $depth < 0 }
+    is($depth, 0, "balanced brackets: $e");
+}
+my $p = main::scrape('scl');
+my %emitted = map { $_ => $p->{families}{$_}{type} } @{$p->{order}};
+my %queried;
+for my $e (@exprs) {
+    for my $m ($e =~ /\b(fly_edge_[a-z0-9_]+)/g) {
+        (my $base = $m) =~ s/_(bucket|sum|count)$//;
+        $queried{($emitted{$base} // '') eq 'histogram' ? $base : $m} = 1;
+    }
+}
+ok($emitted{$_}, "the dashboard's $_ is emitted") for sort keys %queried;
+# families the dashboard leaves out on purpose (none yet)
+my %absent = ();
+ok($queried{$_} || $absent{$_}, "the emitted $_ is on the dashboard") for sort keys %emitted;
