@@ -21,13 +21,22 @@ struct MetricsShm {
     uint64_t layout;
     ngx_atomic_t nlocations;                 // slots named; slot 0 "_other"
     char names[core::kMetricLocations][kNameMax];
-    ngx_atomic_t values[1];                  // metrics_value_count() of them
+    // then metrics_value_count() ngx_atomic_t values (see values_of())
 };
+
+constexpr size_t kValuesOffset =
+    (sizeof(MetricsShm) + alignof(ngx_atomic_t) - 1)
+    / alignof(ngx_atomic_t) * alignof(ngx_atomic_t);
 
 size_t shm_bytes()
 {
-    return offsetof(MetricsShm, values)
-           + core::metrics_value_count() * sizeof(ngx_atomic_t);
+    return kValuesOffset + core::metrics_value_count() * sizeof(ngx_atomic_t);
+}
+
+ngx_atomic_t *values_of(MetricsShm *shm)
+{
+    return reinterpret_cast<ngx_atomic_t *>(reinterpret_cast<char *>(shm)
+                                            + kValuesOffset);
 }
 
 // The $fly_cache_status values by CacheStatus (index 0, none, is never
@@ -95,7 +104,7 @@ MetricsShm *shm_of_cycle()
 
 inline void add(MetricsShm *shm, size_t index, uint64_t n)
 {
-    ngx_atomic_fetch_add(&shm->values[index],
+    ngx_atomic_fetch_add(&values_of(shm)[index],
                          static_cast<ngx_atomic_int_t>(n));
 }
 
@@ -302,8 +311,9 @@ ngx_int_t send_status(ngx_http_request_t *r)
 
     size_t count = core::metrics_value_count();
     std::vector<uint64_t> values(count);
+    const ngx_atomic_t *shared = values_of(shm);
     for (size_t i = 0; i < count; i++) {
-        values[i] = shm->values[i];
+        values[i] = shared[i];
     }
     std::string text;
     text.reserve(16384);
