@@ -127,6 +127,10 @@ is($down->{headers}{'x-cache'}, 'MISS', '$fly_cache_status survives the redirect
 my $up = main::get('/err/hdr?status=200&body=real');
 is($up->{headers}{'x-cache'}, 'MISS', 'the origin is back: the next request is a MISS, not the stored maintenance page');
 is($up->{content}, 'real', 'the origin answers');
+# the fill goes out as the response ends; the next request (a new
+# connection, maybe the other worker) must not race it
+ok($t->wait_until(sub { scalar(grep { m{/err/hdr} } $t->redis_cli('scl', 'KEYS', 'fly:*')) }, scaled(5)),
+   'the fill reached Redis');
 my $again = main::get('/err/hdr?status=200&body=real');
 is($again->{headers}{'x-cache'}, 'HIT', 'the real page is stored ...');
 is($again->{content}, 'real', '... and served');
