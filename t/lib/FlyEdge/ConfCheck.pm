@@ -147,8 +147,9 @@ sub registered_variables {
 }
 
 # README.md's reference entries: { name => { syntax, default, context, line } }
-# for each indented "Syntax:" line (the directive is its first word) followed
-# by "Default:" and "Context:" lines.
+# for each indented "Syntax:" line (the directive is its first word; more
+# forms may follow on indented lines of their own) followed by "Default:"
+# and "Context:" lines.
 sub readme_directives {
     my ($md) = @_;
     my @lines = split /\n/, $md;
@@ -157,8 +158,10 @@ sub readme_directives {
         next unless $lines[$i] =~ /^\s+Syntax:\s+(fly_\w+)\b(.*)$/;
         my ($name, $rest) = ($1, $2);
         my $e = { syntax => "$name$rest", line => $i + 1 };
-        ($e->{default}) = ($lines[$i + 1] // '') =~ /^\s+Default:\s+(.*\S)/;
-        ($e->{context}) = ($lines[$i + 2] // '') =~ /^\s+Context:\s+(.*\S)/;
+        my $j = $i + 1;
+        $j++ while $j <= $#lines && $lines[$j] =~ /^\s+\Q$name\E\b.*;\s*$/;
+        ($e->{default}) = ($lines[$j] // '') =~ /^\s+Default:\s+(.*\S)/;
+        ($e->{context}) = ($lines[$j + 1] // '') =~ /^\s+Context:\s+(.*\S)/;
         $d{$name} = $e;
     }
     return \%d;
