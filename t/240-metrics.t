@@ -24,6 +24,7 @@ location /cached/ {
     fly_cache on;
     fly_cache_status_header X-Cache;
     fly_cache_bypass $http_x_bypass;
+    fly_cache_purge PURGE;
     add_header X-Worker $pid always;
     proxy_set_header Host $host;
     proxy_pass http://app/;
@@ -36,7 +37,7 @@ EOF
 
 our @FAMILIES = qw(
     fly_edge_cache_requests_total fly_edge_cache_served_bytes_total
-    fly_edge_cache_invalidations_total fly_edge_replays_total
+    fly_edge_cache_invalidations_total fly_edge_cache_purges_total fly_edge_replays_total
     fly_edge_replay_refusals_total fly_edge_forwards_total
     fly_edge_redis_commands_total fly_edge_redis_errors_total
     fly_edge_redis_timeouts_total fly_edge_redis_reconnects_total
@@ -211,6 +212,14 @@ my $r = main::cached($path, 'scl');
 is($r->{status}, 200, 'a read');
 $p = main::settle('scl', sub { main::req_count($_[0], 'MISS') > main::req_count($before, 'MISS') });
 is($inv->($p), 1, 'invalidates nothing');
+my $purges = sub { value($_[0], 'fly_edge_cache_purges_total') - value($before, 'fly_edge_cache_purges_total') };
+is($purges->($p), 0, 'no purge yet');
+my $pg = send_request(method => 'PURGE', path => "/cached$path", region => 'scl', direct => 1,
+                      headers => { Host => 'metrics.test' });
+is($pg->{status}, 200, 'a PURGE') or diag($pg->{content});
+$p = main::settle('scl', sub { $purges->($_[0]) == 1 });
+is($purges->($p), 1, 'one purge');
+is($inv->($p), 1, 'not an invalidation');
 
 
 === TEST 5: the regional Redis stops: ERROR and Redis errors move; it comes back: a reconnect

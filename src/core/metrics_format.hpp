@@ -62,6 +62,8 @@ constexpr size_t metric_dim_size(MetricDim d)
     X(cache_invalidations, "fly_edge_cache_invalidations_total", counter,     \
       none, none, "Invalidations sent to the primary Redis after a "          \
       "successful unsafe request.")                                           \
+    X(cache_purges, "fly_edge_cache_purges_total", counter, none, none,     \
+      "Purges (fly_cache_purge: URLs or tags) the primary Redis took.")      \
     X(replays, "fly_edge_replays_total", counter, replay_state, none,         \
       "fly-replay answers sent, by their state (the reason).")               \
     X(replay_refusals, "fly_edge_replay_refusals_total", counter, refusal,    \
