@@ -22,6 +22,7 @@ ngx_module_t ngx_http_fly_edge_module;
 namespace fly {
 
 class RedisClient;
+struct MetricsConf;
 
 // A Redis endpoint as configured (fly_redis / fly_redis_primary).
 struct RedisConf {
@@ -70,6 +71,7 @@ struct MainConf {
     size_t near_max_entry;
     ngx_str_t need_near_file;    // first explicit "fly_cache_near on"
     ngx_uint_t need_near_line;
+    MetricsConf *metrics;        // fly_status's zone (ngx_fly_metrics.cpp)
 };
 
 struct ValidRules;
@@ -116,6 +118,10 @@ struct LocConf {
     ngx_flag_t cache_tags_pass;         // fly_cache_tags_pass
     PurgeConf *cache_purge;             // fly_cache_purge; nullptr = none
     ngx_array_t *cache_purge_on_write;  // PurgeRule (ngx_fly_purge.cpp)
+
+    // metrics (ngx_fly_metrics.cpp): 1 + the index of the location's
+    // name in its label table; 0 = none
+    ngx_uint_t metrics_loc;
 };
 
 enum class CacheStatus : uint8_t {

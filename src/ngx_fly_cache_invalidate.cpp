@@ -8,6 +8,7 @@
 // are also written to the region's own Redis when it is another, so the
 // region sees them at once.
 #include "ngx_fly_cache.hpp"
+#include "ngx_fly_metrics.hpp"
 #include "ngx_fly_redis.hpp"
 #include "core/cache_tags.hpp"
 #include "core/purge.hpp"
@@ -272,7 +273,9 @@ void invalidate_on_write(ngx_http_request_t *r, LocConf *lcf)
     }
     add_location_targets(r, lcf, inv);
     add_rule_targets(r, lcf, inv);
-    send_invalidation(r, lcf, std::move(inv), nullptr, nullptr);
+    if (send_invalidation(r, lcf, std::move(inv), nullptr, nullptr) != nullptr) {
+        metrics::count(r, core::Metric::cache_invalidations);
+    }
 }
 
 // fly_cache_purge_on_write ~REGEX | ~*REGEX TARGET ...;

@@ -4,6 +4,7 @@
 // The fly_replay* handlers and merge are in ngx_fly_conf_replay.cpp.
 #include "ngx_fly.hpp"
 #include "ngx_fly_near.hpp"
+#include "ngx_fly_metrics.hpp"
 #include "core/http_text.hpp"
 #include "core/url.hpp"
 
@@ -419,6 +420,9 @@ ngx_command_t commands[] = {
     {ngx_string("fly_cache_purge_on_write"), kAnyLevel | NGX_CONF_2MORE,
      set_cache_purge_on_write, FLY_LOC(cache_purge_on_write), nullptr},
 
+    {ngx_string("fly_status"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+     metrics::set_status, 0, 0, nullptr},
+
     ngx_null_command
 };
 
@@ -695,6 +699,9 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                       "\"fly_cache_min_ttl\" is greater than "
                       "\"fly_cache_max_ttl\" in %V:%ui",
                       &conf->cache_ttl_file, conf->cache_ttl_line);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (!metrics::merge_loc(cf, conf)) {
         return static_cast<char *>(NGX_CONF_ERROR);
     }
     return static_cast<char *>(NGX_CONF_OK);

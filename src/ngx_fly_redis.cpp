@@ -19,6 +19,7 @@
 // is not cancelable: a worker shutting down waits for it, so every request
 // parked on the client is answered (by the app) before the worker exits.
 #include "ngx_fly_redis.hpp"
+#include "ngx_fly_metrics.hpp"
 #include "ngx_fly_redis_link.hpp"
 #include "core/redis_pipeline.hpp"
 
@@ -129,12 +130,14 @@ public:
     bool init(const RedisConf &conf, ngx_resolver_t *resolver,
               ngx_msec_t resolver_timeout) noexcept
     {
+        ep_ = metrics::redis_endpoint(conf);
         return link_.init(conf, resolver, resolver_timeout);
     }
     RedisOp *command(int argc, const char **argv, const size_t *argvlen,
                      RedisCallback cb, void *data) noexcept;
     bool ready() const noexcept { return link_.state() == Link::State::ready; }
     void watch(RedisWatcher *w) noexcept { watcher_ = w; }
+    size_t endpoint() const noexcept { return ep_; }
 
 private:
     // RedisLink::Owner
@@ -160,6 +163,8 @@ private:
     Event silence_;               // the liveness period
     RedisOp *free_ops_ = nullptr;
     RedisWatcher *watcher_ = nullptr;
+    size_t ep_ = 0;               // metrics: 0 regional, 1 primary
+    bool lost_ = false;           // a connection was lost or not made
     RedisLink link_;
 };
 
@@ -310,6 +315,10 @@ void RedisConnection::redis_opened(size_t handshake_bytes) noexcept
 
 void RedisConnection::redis_up() noexcept
 {
+    if (lost_) {
+        metrics::redis(ep_, metrics::RedisEvent::reconnect);
+    }
+    lost_ = false;
     arm_timers();
     if (watcher_ != nullptr) {
         watcher_->redis_ready();
@@ -323,10 +332,14 @@ void RedisConnection::redis_down() noexcept
     if (watcher_ != nullptr) {
         watcher_->redis_lost();
     }
+    lost_ = true;
     while (core::PipelineOp *p = pipe_.pop()) {
         auto *op = static_cast<RedisOp *>(p);
         RedisCallback cb = op->cb;
         void *data = op->data;
+        if (!op->expired) {
+            metrics::redis(ep_, metrics::RedisEvent::error);
+        }
         free_op(op);
         if (cb != nullptr) {
             invoke(cb, data, nullptr);
@@ -375,6 +388,10 @@ void RedisConnection::redis_reply(core::RespReply &reply) noexcept
                    cb ? ""
                       : op->expired ? " late, discarded"
                                     : op->canceled ? " canceled" : " ignored");
+    metrics::redis_round_trip(ep_, now_us() - op->out_us);
+    if (reply.type == core::RespType::error) {
+        metrics::redis(ep_, metrics::RedisEvent::error);
+    }
     pipe_.answered(op,
                    reply.type == core::RespType::string ? reply.len : 0,
                    ngx_current_msec, now_us());
@@ -429,6 +446,7 @@ void RedisConnection::on_deadline() noexcept
         void *data = op->data;
         op->cb = nullptr;
         op->data = nullptr;
+        metrics::redis(ep_, metrics::RedisEvent::timeout);
         if (gone) {
             free_op(op);
         }
@@ -499,7 +517,12 @@ RedisOp *RedisClient::command(int argc, const char **argv,
                               const size_t *argvlen, RedisCallback cb,
                               void *data) noexcept
 {
-    return conn_ ? conn_->command(argc, argv, argvlen, cb, data) : nullptr;
+    RedisOp *op = conn_ ? conn_->command(argc, argv, argvlen, cb, data)
+                        : nullptr;
+    metrics::redis(conn_ ? conn_->endpoint() : 0,
+                   op ? metrics::RedisEvent::command
+                      : metrics::RedisEvent::error);
+    return op;
 }
 
 void RedisClient::cancel(RedisOp *op) noexcept

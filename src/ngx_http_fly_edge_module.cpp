@@ -2,6 +2,7 @@
 // per-request context every part of the shell shares.
 #include "ngx_fly.hpp"
 #include "ngx_fly_near.hpp"
+#include "ngx_fly_metrics.hpp"
 #include "ngx_fly_redis.hpp"
 
 #include <new>
@@ -17,7 +18,9 @@ ngx_int_t preconfiguration(ngx_conf_t *cf) noexcept
 
 ngx_int_t postconfiguration(ngx_conf_t *cf) noexcept
 {
-    if (replay_init(cf) != NGX_OK || cache_init(cf) != NGX_OK) {
+    if (replay_init(cf) != NGX_OK || cache_init(cf) != NGX_OK
+        || metrics::init(cf) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
