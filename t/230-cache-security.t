@@ -23,7 +23,10 @@
 #     from core::unkeyed_forwarding() of each request header (TEST 1);
 #   - ROUTED_VARY_LOG: a Vary whose variant key cannot be built (over 16
 #     names, over 2048 bytes) is logged at info, on the fill and on the
-#     lookup side (TESTS 11, 12).
+#     lookup side (TESTS 11, 12);
+#   - ROUTED_BODY_REPLAY: response_facts() sets request_body (a GET with a
+#     body, TEST 15) and has_fly_replay (the app's fly-replay answer,
+#     TEST 16).
 #
 # "Not stored" is seen, not waited for: the next request on the same
 # keep-alive connection reaches the same worker, whose Redis connection
@@ -84,6 +87,7 @@ sub from_app {
 our $TODO;
 our $ROUTED_FORWARDED = 'routed: the fill does not set request_forwarded yet';
 our $ROUTED_VARY_LOG = 'routed: a Vary key that cannot be built is not logged yet';
+our $ROUTED_BODY_REPLAY = 'routed: the fill does not set request_body / has_fly_replay yet';
 
 # Waits for a line of the block's error log of region $r.
 sub logged {
@@ -400,4 +404,37 @@ for (1 .. 2) {
     my $r = send_request(path => $p, region => 'scl', direct => 1, headers => \@many);
     is($r->{status}, 200, '200 request headers of one name (6 KB joined), varied on: served');
     isnt($r->{headers}{'x-cache'} // '', 'HIT', 'never stored (the key would be too long)');
+}
+
+
+=== TEST 15: the answer to a GET with a body ("fat GET") is not stored: the key does not hold the body
+--- http_config eval: $main::HTTP
+--- config
+location / {
+    fly_cache on;
+    fly_cache_valid 200 60s;
+    fly_cache_status_header X-Cache;
+    proxy_pass http://app;
+}
+--- test
+local $main::TODO = $main::ROUTED_BODY_REPLAY;
+my $p = "/echo?n=" . ++$main::N;
+my $a = send_request(method => 'GET', path => $p, body => 'evil=1', region => 'scl', direct => 1);
+is(json_decode($a->{content})->{body}, 'evil=1', 'the app reads the body of the GET');
+my $b = main::get($p);
+main::from_app($b, 'the next client, without a body');
+is(json_decode($b->{content})->{body_length}, 0, 'gets its own answer');
+is(main::get($p)->{headers}{'x-cache'}, 'HIT', 'which is stored');
+
+
+=== TEST 16: an answer of the app with fly-replay is never stored (it is for one request)
+--- http_config eval: $main::HTTP
+--- config eval: $main::CACHE
+--- test
+local $main::TODO = $main::ROUTED_BODY_REPLAY;
+for my $r ('atl', 'scl') {
+    my $p = "/hdr?fly-replay=region%3Dscl&Cache-Control=public%2C%20max-age%3D60&n=" . ++$main::N;
+    my $a = main::get($p, region => $r);
+    is($a->{headers}{'fly-replay'}, 'region=scl', "$r: the app's replay answer passes");
+    main::from_app(main::get($p, region => $r), "$r: the next client");
 }

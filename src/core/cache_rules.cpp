@@ -128,8 +128,12 @@ bool refusal(const ResponseFacts &f, const CachePolicy &p, StoreVerdict &why)
         why = StoreVerdict::range;
     } else if (f.request_authorization && !shareable_with_authorization(cc)) {
         why = StoreVerdict::authorization;
+    } else if (f.has_fly_replay) {
+        why = StoreVerdict::fly_replay;
     } else if (f.request_forwarded) {
         why = StoreVerdict::forwarded;
+    } else if (f.request_body) {
+        why = StoreVerdict::request_body;
     } else if (f.has_set_cookie && !p.ignore_set_cookie) {
         why = StoreVerdict::set_cookie;
     } else if (cc.invalid) {
@@ -240,6 +244,8 @@ std::string_view verdict_name(StoreVerdict v)
     case StoreVerdict::conditional:   return "conditional";
     case StoreVerdict::invalid_age:   return "invalid-age";
     case StoreVerdict::forwarded:     return "forwarded-header";
+    case StoreVerdict::request_body:  return "request-body";
+    case StoreVerdict::fly_replay:    return "fly-replay";
     }
     return "unknown";
 }

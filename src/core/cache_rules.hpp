@@ -50,6 +50,12 @@ struct ResponseFacts {
     // method they answer for, that the key does not hold
     // (unkeyed_forwarding()): what the app made of it is not for everyone.
     bool request_forwarded = false;
+    // The request had a body (Content-Length > 0 or chunked): a GET's body
+    // has no meaning for the key (RFC 9110 9.3.1), yet an app may read it.
+    bool request_body = false;
+    // The response has fly-replay: a routing answer for one request (the
+    // app asked Fly to replay it), never one for everyone.
+    bool has_fly_replay = false;
     // The request had a precondition (If-Match, If-None-Match,
     // If-Modified-Since, If-Unmodified-Since, If-Range): only a 200 answers
     // it with the representation every other client would get.
@@ -74,6 +80,8 @@ enum class StoreVerdict : uint8_t {
     conditional,     // the request had a precondition and the answer is not a 200
     invalid_age,     // Age is not delta-seconds: how old it is is unknown
     forwarded,       // the request had an unkeyed_forwarding() header
+    request_body,    // the request had a body, which the key does not hold
+    fly_replay,      // the response asks Fly to replay the request
 };
 
 struct StoreDecision {

@@ -229,6 +229,22 @@ void test_forwarded(void **)
     }
 }
 
+// A GET with a body (the key does not hold it), a response that asks Fly
+// to replay the request: never stored.
+void test_request_body_and_replay(void **)
+{
+    ResponseFacts f = facts("public, max-age=60");
+    f.request_body = true;
+    refused(f, StoreVerdict::request_body);
+    f = facts("public, max-age=60");
+    f.has_fly_replay = true;
+    refused(f, StoreVerdict::fly_replay);
+    f.request_body = true;
+    f.request_forwarded = true;
+    refused(f, StoreVerdict::fly_replay);
+    stored(facts("public, max-age=60"), 60);
+}
+
 void test_set_cookie(void **)
 {
     ResponseFacts f = facts("public, max-age=60");
@@ -489,6 +505,8 @@ void test_verdict_names(void **)
     assert_sv_equal(verdict_name(StoreVerdict::conditional), "conditional");
     assert_sv_equal(verdict_name(StoreVerdict::invalid_age), "invalid-age");
     assert_sv_equal(verdict_name(StoreVerdict::forwarded), "forwarded-header");
+    assert_sv_equal(verdict_name(StoreVerdict::request_body), "request-body");
+    assert_sv_equal(verdict_name(StoreVerdict::fly_replay), "fly-replay");
     assert_sv_equal(verdict_name(static_cast<StoreVerdict>(200)), "unknown");
 }
 
@@ -775,6 +793,7 @@ int main()
         cmocka_unit_test(test_conditional),
         cmocka_unit_test(test_authorization),
         cmocka_unit_test(test_forwarded),
+        cmocka_unit_test(test_request_body_and_replay),
         cmocka_unit_test(test_set_cookie),
         cmocka_unit_test(test_freshness_precedence),
         cmocka_unit_test(test_expires),
