@@ -1,8 +1,13 @@
-# Found by make faults (t/bench/faults, redis-maxmemory): a command whose
-# reply nobody waits for (a fill's SET, an invalidation's EVAL) that Redis
-# refuses (-OOM at maxmemory with noeviction, READONLY, ...) is logged at
-# warn, at most once a second per worker; the requests are answered by the
-# app as ever, and once Redis has room the cache fills again.
+# Found by make faults (t/bench/faults, redis-maxmemory): a fill or an
+# invalidation that Redis refuses (-OOM at maxmemory with noeviction,
+# READONLY, ...) is logged, naming what Redis said, at most once a second
+# per worker; the requests are answered by the app as ever, and once Redis
+# has room the cache fills again.  Two lines say it, depending on how the
+# command went: a plain command nobody waits for is logged by the Redis
+# client ("[warn] ... fly redis regional <endpoint>: command refused: ..."),
+# a cache script (the fill and invalidation scripts of purge, issue 8) by
+# the script runner ("[error] ... fly_cache: Redis answered the fill script
+# with ...").
 use FlyEdge::Test;
 
 our $HTTP = sprintf(<<'EOF', (scaled(2) * 1000) x 2);
@@ -42,13 +47,16 @@ my $ok = eval {
     }
     my $w = send_request(method => 'POST', path => '/hdr?body=w&oom=1', region => 'scl', direct => 1);
     is($w->{status}, 200, 'a write (its invalidation refused): 200');
-    my $log = $t->wait_until(sub { my $l = block_error_log('scl'); $l =~ /command refused: OOM/ ? $l : undef }, scaled(5));
+    my $refused = qr/command refused: OOM|Redis answered the \w+ script with "OOM/;
+    my $log = $t->wait_until(sub { my $l = block_error_log('scl'); $l =~ $refused ? $l : undef }, scaled(5));
     ok($log, 'the refusal is logged');
-    my @lines = grep { /command refused/ } split /\n/, $log // '';
-    like($lines[0] // '', qr/\[warn\] .*fly redis regional 127\.0\.0\.1:\d+: command refused: OOM command not allowed/,
-         'at warn, naming the endpoint and what Redis said');
+    my @lines = grep { /command refused|Redis answered the \w+ script with/ } split /\n/, $log // '';
+    my $client = qr/\[warn\] .*fly redis regional 127\.0\.0\.1:\d+: command refused: OOM command not allowed/;
+    my $script = qr/\[error\] .*fly_cache: Redis answered the (?:fill|invalidate) script with "OOM command not allowed/;
+    like($lines[0] // '', qr/$client|$script/,
+         'at warn by the client naming the endpoint, or at error by the script runner, with what Redis said');
     my %seen;
-    my @twice = grep { my ($ts, $pid) = /^(\S+ \S+) \[warn\] (\d+)#/; $seen{"$ts $pid"}++ } @lines;
+    my @twice = grep { my ($ts, $lvl, $pid) = /^(\S+ \S+) \[(\w+)\] (\d+)#/; $seen{"$ts $lvl $pid"}++ } @lines;
     is(scalar @twice, 0, 'at most once a second per worker (' . scalar(@lines) . ' lines)');
     1;
 };
