@@ -145,6 +145,25 @@ fuzz-smoke: fuzz-build
 clean:
 	rm -rf $(BUILD)
 
+# ---- faults and soak: the three-region bed under load (issue 13) ---------------
+#   make faults   one fault at a time under mixed load (Redis primary and a
+#                 replica killed, Redis paused, Redis at maxmemory, the
+#                 PostgreSQL replica restarted, the app stopped, a worker
+#                 killed mid-fill, a reload): the table of t/bench/faults;
+#                 FAULTS=a,b FAULT_SECONDS FAULT_SETTLE FAULT_CLIENTS
+#   make soak     SOAK_SECONDS (default 600) of mixed load with a reload:
+#                 worker RSS and fds sampled, stay flat, no request lost;
+#                 SOAK_SAMPLE SOAK_CLIENTS
+# Neither is part of make test.  FLY_EDGE_MODULE=<.so> runs them against
+# another build (e.g. build/asan/...; then also FLY_EDGE_LD_PRELOAD).
+.PHONY: faults soak
+
+faults: deps module
+	perl -I t/lib t/bench/faults
+
+soak: deps module
+	perl -I t/lib t/bench/soak
+
 # ---- Packaging: the Debian package and the images (issue 12) ---------------
 #   make deb          build/libnginx-mod-http-fly-edge_$(DEB_VERSION)_<arch>.deb
 #   make test-deb     install it in a throwaway Debian 12 root, use it, remove, purge

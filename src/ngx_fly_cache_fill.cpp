@@ -69,6 +69,8 @@ void response_facts(ngx_http_request_t *r, LocConf *lcf,
             core::parse_age(v, age);
         } else if (core::iequals(k, "Set-Cookie")) {
             f.has_set_cookie = true;
+        } else if (core::iequals(k, "fly-replay")) {
+            f.has_fly_replay = true;
         } else if (core::iequals(k, "Vary")) {
             if (!vary.empty()) {
                 vary.append(", ");
@@ -108,6 +110,14 @@ void response_facts(ngx_http_request_t *r, LocConf *lcf,
 
     f.vary_star = !core::for_each_element(vary, [](std::string_view e) {
         return e != "*";
+    });
+
+    // What the key does not hold: a body, and headers through which apps
+    // rebuild the URL or the method (unless Vary names them).
+    f.request_body = in.content_length_n > 0 || in.chunked;
+    for_each_header(in.headers, [&](ngx_table_elt_t &h) {
+        f.request_forwarded = f.request_forwarded
+                              || core::unkeyed_forwarding(view(h.key), vary);
     });
 }
 
@@ -209,6 +219,10 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc,
                 [&](std::string_view name) { return request_header(r, name); },
                 cc->variant_key))
         {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "fly_cache: Vary with an invalid name, over 16 "
+                          "names or a variant key over %uz bytes: not stored",
+                          core::kMaxKeyLen);
             return;
         }
         if (cc->variant_key != base) {   // "Vary: ," names nothing

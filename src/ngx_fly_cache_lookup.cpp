@@ -525,6 +525,10 @@ void decide(ngx_http_request_t *r, CacheCtx *cc, ValueState state, bool variant)
             cc->variant_key);
         free_reply(cc);
         if (!ok) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "fly_cache: the stored Vary gives this request no "
+                          "variant key (over 16 names or %uz bytes): not "
+                          "cached", core::kMaxKeyLen);
             finish(r, cc, CacheStatus::bypass, false);
             return;
         }

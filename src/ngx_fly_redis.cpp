@@ -392,6 +392,15 @@ void RedisConnection::redis_reply(core::RespReply &reply) noexcept
     if (reply.type == core::RespType::error) {
         metrics::redis(ep_, metrics::RedisEvent::error);
     }
+    if (cb == nullptr && !op->expired && !op->canceled
+        && reply.type == core::RespType::error)
+    {
+        // Nobody waits for this reply (a fill, an invalidation): without
+        // this line, Redis refusing them (OOM at maxmemory, READONLY, a
+        // script error) would go unseen.
+        link_.peer().warn("command refused: %*s",
+                          reply.len < 200 ? reply.len : 200, reply.str);
+    }
     pipe_.answered(op,
                    reply.type == core::RespType::string ? reply.len : 0,
                    ngx_current_msec, now_us());

@@ -128,6 +128,12 @@ bool refusal(const ResponseFacts &f, const CachePolicy &p, StoreVerdict &why)
         why = StoreVerdict::range;
     } else if (f.request_authorization && !shareable_with_authorization(cc)) {
         why = StoreVerdict::authorization;
+    } else if (f.has_fly_replay) {
+        why = StoreVerdict::fly_replay;
+    } else if (f.request_forwarded) {
+        why = StoreVerdict::forwarded;
+    } else if (f.request_body) {
+        why = StoreVerdict::request_body;
     } else if (f.has_set_cookie && !p.ignore_set_cookie) {
         why = StoreVerdict::set_cookie;
     } else if (cc.invalid) {
@@ -144,6 +150,28 @@ bool refusal(const ResponseFacts &f, const CachePolicy &p, StoreVerdict &why)
         return false;
     }
     return true;
+}
+
+// Is `name` one of `set` (lower case), case-insensitively?
+template <size_t N>
+bool one_of(std::string_view name, const std::string_view (&set)[N])
+{
+    for (std::string_view s : set) {
+        if (iequals(name, s)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// Does an element of the comma list `list` name `name` (a header name,
+// case-insensitively)?
+bool list_names(std::string_view list, std::string_view name)
+{
+    // keep looking while the element does not name it
+    return !for_each_element(list, [&](std::string_view e) {
+        return !iequals(e, name);
+    });
 }
 
 void append_escaped(std::string &key, char ch)
@@ -215,6 +243,9 @@ std::string_view verdict_name(StoreVerdict v)
     case StoreVerdict::invalid:       return "invalid-cache-control";
     case StoreVerdict::conditional:   return "conditional";
     case StoreVerdict::invalid_age:   return "invalid-age";
+    case StoreVerdict::forwarded:     return "forwarded-header";
+    case StoreVerdict::request_body:  return "request-body";
+    case StoreVerdict::fly_replay:    return "fly-replay";
     }
     return "unknown";
 }
@@ -261,15 +292,20 @@ bool is_hop_by_hop(std::string_view name, std::string_view connection)
         "connection", "keep-alive", "proxy-connection", "te", "trailer",
         "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-authorization",
     };
-    for (std::string_view h : kFixed) {
-        if (iequals(name, h)) {
-            return true;
-        }
-    }
-    // keep looking while the element does not name it
-    return !for_each_element(connection, [&](std::string_view e) {
-        return !iequals(e, name);
-    });
+    return one_of(name, kFixed) || list_names(connection, name);
+}
+
+bool unkeyed_forwarding(std::string_view name, std::string_view vary)
+{
+    static constexpr std::string_view kNames[] = {
+        "x-forwarded-host", "x-forwarded-server", "x-forwarded-prefix",
+        "x-forwarded-uri", "x-forwarded-scheme", "x-forwarded-ssl",
+        "forwarded", "x-host", "x-original-host", "x-http-host-override",
+        "x-original-url", "x-original-uri", "x-rewrite-url",
+        "front-end-https", "x-http-method-override", "x-http-method",
+        "x-method-override",
+    };
+    return one_of(name, kNames) && !list_names(vary, name);
 }
 
 bool build_key(std::string_view configured, std::string &out)

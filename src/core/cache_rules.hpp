@@ -46,6 +46,16 @@ struct ResponseFacts {
     bool vary_star = false;             // Vary contains "*"
     bool request_authorization = false; // the request had Authorization
     bool request_range = false;         // the request had Range
+    // The request had a header through which apps rebuild the URL or the
+    // method they answer for, that the key does not hold
+    // (unkeyed_forwarding()): what the app made of it is not for everyone.
+    bool request_forwarded = false;
+    // The request had a body (Content-Length > 0 or chunked): a GET's body
+    // has no meaning for the key (RFC 9110 9.3.1), yet an app may read it.
+    bool request_body = false;
+    // The response has fly-replay: a routing answer for one request (the
+    // app asked Fly to replay it), never one for everyone.
+    bool has_fly_replay = false;
     // The request had a precondition (If-Match, If-None-Match,
     // If-Modified-Since, If-Unmodified-Since, If-Range): only a 200 answers
     // it with the representation every other client would get.
@@ -69,6 +79,9 @@ enum class StoreVerdict : uint8_t {
     invalid,         // Cache-Control could not be parsed: treated as stale
     conditional,     // the request had a precondition and the answer is not a 200
     invalid_age,     // Age is not delta-seconds: how old it is is unknown
+    forwarded,       // the request had an unkeyed_forwarding() header
+    request_body,    // the request had a body, which the key does not hold
+    fly_replay,      // the response asks Fly to replay the request
 };
 
 struct StoreDecision {
@@ -103,6 +116,17 @@ ContentType split_content_type(std::string_view value);
 // response's Connection header value(s) `connection` (comma list).
 // Case-insensitive.
 bool is_hop_by_hop(std::string_view name, std::string_view connection);
+
+// Request headers through which apps rebuild the URL (or the method) they
+// answer for: X-Forwarded-Host, -Server, -Prefix, -Uri, -Scheme, -SSL,
+// Forwarded, X-Host, X-Original-Host, X-HTTP-Host-Override, X-Original-URL,
+// X-Original-URI, X-Rewrite-URL, Front-End-Https, X-HTTP-Method-Override,
+// X-HTTP-Method, X-Method-Override.  Fly's proxy sets none of them (it does
+// set X-Forwarded-Proto and -Port, which a client cannot), so a client may
+// send any value, and the cache key holds none: true when `name`
+// (case-insensitive) is one of them and the response's Vary list `vary`
+// does not name it (Vary makes the request's value part of the key).
+bool unkeyed_forwarding(std::string_view name, std::string_view vary);
 
 // Keys.  The Redis key of a response is kKeyPrefix + the configured key
 // (fly_cache_key).  A key over kMaxKeyLen bytes is not cached.

@@ -189,6 +189,62 @@ void test_authorization(void **)
     stored(facts("max-age=60"), 60);
 }
 
+// A request header through which apps rebuild the URL, not in the key:
+// what the app made of it is not stored for everyone.
+void test_forwarded(void **)
+{
+    ResponseFacts f = facts("public, max-age=60");
+    f.request_forwarded = true;
+    refused(f, StoreVerdict::forwarded);
+    // a stronger reason still wins
+    f = facts("private, max-age=60");
+    f.request_forwarded = true;
+    refused(f, StoreVerdict::is_private);
+
+    const char *listed[] = {
+        "X-Forwarded-Host", "x-forwarded-host", "X-FORWARDED-SERVER",
+        "X-Forwarded-Prefix", "X-Forwarded-Uri", "X-Forwarded-Scheme",
+        "X-Forwarded-SSL", "Forwarded", "X-Host", "X-Original-Host",
+        "X-HTTP-Host-Override", "X-Original-URL", "X-Original-URI",
+        "X-Rewrite-URL", "Front-End-Https", "X-HTTP-Method-Override",
+        "X-HTTP-Method", "X-Method-Override",
+    };
+    for (const char *h : listed) {
+        assert_true(unkeyed_forwarding(h, ""));
+        assert_true(unkeyed_forwarding(h, "Accept-Encoding, Cookie"));
+        // Vary names it: the request's value is in the variant key
+        std::string vary = std::string("Accept-Encoding, ") + h;
+        assert_false(unkeyed_forwarding(h, vary));
+    }
+    assert_false(unkeyed_forwarding("x-forwarded-host", " X-FORWARDED-HOST "));
+    assert_true(unkeyed_forwarding("X-Forwarded-Host", "X-Forwarded-Hostname"));
+    // what Fly's proxy sets, and everything else, is not
+    const char *not_listed[] = {
+        "X-Forwarded-Proto", "X-Forwarded-Port", "X-Forwarded-For", "Fly-Region",
+        "Fly-Client-IP", "Host", "Cookie", "Authorization", "X-Forwarded",
+        "X-Forwarded-Hos", "", "Forwarded-Host",
+    };
+    for (const char *h : not_listed) {
+        assert_false(unkeyed_forwarding(h, ""));
+    }
+}
+
+// A GET with a body (the key does not hold it), a response that asks Fly
+// to replay the request: never stored.
+void test_request_body_and_replay(void **)
+{
+    ResponseFacts f = facts("public, max-age=60");
+    f.request_body = true;
+    refused(f, StoreVerdict::request_body);
+    f = facts("public, max-age=60");
+    f.has_fly_replay = true;
+    refused(f, StoreVerdict::fly_replay);
+    f.request_body = true;
+    f.request_forwarded = true;
+    refused(f, StoreVerdict::fly_replay);
+    stored(facts("public, max-age=60"), 60);
+}
+
 void test_set_cookie(void **)
 {
     ResponseFacts f = facts("public, max-age=60");
@@ -448,6 +504,9 @@ void test_verdict_names(void **)
     assert_sv_equal(verdict_name(StoreVerdict::invalid), "invalid-cache-control");
     assert_sv_equal(verdict_name(StoreVerdict::conditional), "conditional");
     assert_sv_equal(verdict_name(StoreVerdict::invalid_age), "invalid-age");
+    assert_sv_equal(verdict_name(StoreVerdict::forwarded), "forwarded-header");
+    assert_sv_equal(verdict_name(StoreVerdict::request_body), "request-body");
+    assert_sv_equal(verdict_name(StoreVerdict::fly_replay), "fly-replay");
     assert_sv_equal(verdict_name(static_cast<StoreVerdict>(200)), "unknown");
 }
 
@@ -733,6 +792,8 @@ int main()
         cmocka_unit_test(test_vary_star_and_range),
         cmocka_unit_test(test_conditional),
         cmocka_unit_test(test_authorization),
+        cmocka_unit_test(test_forwarded),
+        cmocka_unit_test(test_request_body_and_replay),
         cmocka_unit_test(test_set_cookie),
         cmocka_unit_test(test_freshness_precedence),
         cmocka_unit_test(test_expires),

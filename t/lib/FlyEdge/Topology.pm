@@ -739,8 +739,26 @@ sub _setup_pg {
     $self->_run('basebackup', %as, check => 1, cmd => ["$PG_BIN/pg_basebackup", '-h', '127.0.0.1',
         '-p', $self->pg_primary_port, '-U', 'postgres', '-D', "$pgdir/replica", '-R', '-X', 'stream',
         '-c', 'fast', '--no-sync']);
+    $self->_spawn_pg_replica;
+}
+
+sub _spawn_pg_replica {
+    my ($self) = @_;
+    my $pgdir = "$self->{dir}/pg";
+    my %as = $self->_pg_user ? (user => $self->_pg_user) : ();
     $self->_spawn('pg-replica', %as, cmd => $self->_pg_cmdline("$pgdir/replica", $self->pg_replica_port),
         log => "$pgdir/replica.log", sig => 'INT', pdeathsig => 3);
+}
+
+# stop_pg_replica(): the streaming replica stops (fast shutdown, SIGINT);
+# start_pg_replica(): it starts again on its data directory and port, and
+# returns once it streams from the primary again.
+sub stop_pg_replica { $_[0]->_stop_procs('pg-replica') }
+sub start_pg_replica {
+    my ($self) = @_;
+    croak "the PostgreSQL replica already runs" if $self->_alive('pg-replica');
+    $self->_spawn_pg_replica;
+    $self->_wait_all(30, $self->_pg_replica_check);
 }
 
 sub _pg_replica_check {
@@ -1260,7 +1278,8 @@ sleeps), C<redis_asleep(R)> (true while it is inside DEBUG SLEEP).
 
 =item PostgreSQL
 
-C<dbh(R [, db])> (DBD::Pg, AutoCommit), C<wait_for_pg_replication([timeout])>.
+C<dbh(R [, db])> (DBD::Pg, AutoCommit), C<wait_for_pg_replication([timeout])>,
+C<stop_pg_replica>, C<start_pg_replica> (waits until it streams again).
 
 =item nginx
 
