@@ -70,10 +70,13 @@ struct ValidRules;
 struct PurgeConf;
 
 struct LocConf {
-    // replay (ngx_fly_replay.cpp)
+    // replay (ngx_fly_conf_replay.cpp, ngx_fly_replay.cpp)
     ngx_uint_t replay;                  // core::ReplayMode, NGX_CONF_UNSET_UINT
     ngx_uint_t replay_methods;          // core::Method bits
+    ngx_array_t *replay_method_names;   // std::string_view: other tokens
     ngx_array_t *replay_bypass;         // ngx_http_complex_value_t
+    ngx_array_t *replay_when;           // ngx_http_complex_value_t
+    ngx_array_t *replay_on_status;      // ngx_uint_t codes; nullptr = off
     ngx_uint_t replay_status;
     time_t replay_sticky;               // 0 = off
     size_t replay_max_body;
@@ -96,6 +99,8 @@ struct LocConf {
     ngx_uint_t cache_ttl_line;
     ngx_flag_t cache_ignore_set_cookie;
     ngx_str_t cache_status_header;      // empty = off
+    ngx_str_t cache_control_header;     // a field targeted at us; empty = off
+    ngx_flag_t cache_control_pass;      // send targeted fields to the client
 
     // invalidation, purge and tags (ngx_fly_cache_invalidate.cpp,
     // ngx_fly_purge.cpp)
@@ -126,6 +131,9 @@ struct CacheCtx;
 struct RequestCtx {
     core::ReplayAction replay_action;
     ngx_str_t replay_state;             // $fly_replay
+    bool replay_captured;               // fly_replay_on_status replaced the
+                                        // app's answer: its body is dropped
+    bool replay_flushed;                // ... and the replay answer flushed
     CacheStatus cache_status;           // $fly_cache_status
     CacheCtx *cache;                    // the cache's own state (ngx_fly_cache.hpp)
 };
@@ -190,6 +198,29 @@ void *create_loc_conf(ngx_conf_t *cf);
 char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child);
 
 void resolve_at_load(ngx_conf_t *cf, RedisConf &rc);
+// For directive handlers: records where the first directive that needs
+// something was written (for a later error), and reads METHOD ... into
+// core::Method bits (`allowed` limits them; with `names`, any other
+// method token is kept there as std::string_view, else refused).
+void remember_place(ngx_conf_t *cf, ngx_str_t &file, ngx_uint_t &line);
+char *set_methods(ngx_conf_t *cf, ngx_command_t *cmd, ngx_uint_t &bits,
+                  uint32_t allowed, ngx_array_t **names);
+
+// ngx_fly_conf_replay.cpp: the fly_replay* directives and their part of
+// create/merge (the command table is in ngx_fly_conf.cpp)
+char *set_replay(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept;
+char *set_replay_methods(ngx_conf_t *cf, ngx_command_t *cmd,
+                         void *conf) noexcept;
+char *set_replay_on_status(ngx_conf_t *cf, ngx_command_t *cmd,
+                           void *conf) noexcept;
+char *set_replay_status(ngx_conf_t *cf, ngx_command_t *cmd,
+                        void *conf) noexcept;
+char *set_replay_sticky(ngx_conf_t *cf, ngx_command_t *cmd,
+                        void *conf) noexcept;
+char *set_replay_forward(ngx_conf_t *cf, ngx_command_t *cmd,
+                         void *conf) noexcept;
+void init_replay_conf(LocConf *lcf);
+char *merge_replay_conf(ngx_conf_t *cf, LocConf *prev, LocConf *conf);
 
 // ngx_fly_variables.cpp
 ngx_int_t add_variables(ngx_conf_t *cf);
@@ -212,6 +243,7 @@ void merge_cache_purge(LocConf *prev, LocConf *conf);
 char *set_cache_purge_on_write(ngx_conf_t *cf, ngx_command_t *cmd,
                                void *conf) noexcept;
 
+// ngx_fly_event.cpp (with the rest of the event glue)
 // Logs at most once per second per worker for each `slot` (a static
 // time_t the caller owns), so a Redis outage cannot flood the log.
 bool log_allowed(time_t *slot);

@@ -121,6 +121,9 @@ ScriptCall *run_script(RedisClient *client, Script &script,
                        ScriptDone done, void *data) noexcept;
 // The caller is gone: `done` is not called.
 void detach_script(ScriptCall *call) noexcept;
+// A command to `client` failed: its Redis may have restarted without the
+// scripts; the next call sends them again (EVAL).
+void forget_scripts(RedisClient *client) noexcept;
 
 // ---- ngx_fly_cache_invalidate.cpp ------------------------------------
 

@@ -25,11 +25,14 @@ namespace fly {
 namespace {
 
 ngx_http_output_header_filter_pt next_header_filter;
+ngx_http_output_header_filter_pt next_targeted_filter;
 ngx_http_output_body_filter_pt next_body_filter;
 
-// Gathers what the core's store rules need from the response headers.
-void response_facts(ngx_http_request_t *r, core::ResponseFacts &f,
-                    std::string &vary, std::string &connection)
+// Gathers what the core's store rules need from the response headers,
+// and the origin's Date when it is valid (else `date` stays empty).
+void response_facts(ngx_http_request_t *r, LocConf *lcf,
+                    core::ResponseFacts &f, std::string &vary,
+                    std::string &connection, std::string_view &date)
 {
     f.status = static_cast<int>(r->headers_out.status);
     f.now = ngx_time();
@@ -40,19 +43,30 @@ void response_facts(ngx_http_request_t *r, core::ResponseFacts &f,
                             || in.if_modified_since || in.if_unmodified_since
                             || in.if_range;
 
+    // RFC 9213: the field targeted at fly-edge alone, then
+    // CDN-Cache-Control, then Cache-Control.
+    core::CacheControl targeted[2];
+    core::AgeField age;
+    std::string_view own = view(lcf->cache_control_header);
     for_each_header(r->headers_out.headers, [&](ngx_table_elt_t &h) {
         std::string_view k = view(h.key);
         std::string_view v = view(h.value);
         if (core::iequals(k, "Cache-Control")) {
             core::parse_cache_control(v, f.cc);
+        } else if (!own.empty() && core::iequals(k, own)) {
+            core::parse_cache_control(v, targeted[0]);
+        } else if (core::iequals(k, "CDN-Cache-Control")) {
+            core::parse_cache_control(v, targeted[1]);
         } else if (core::iequals(k, "Expires")) {
             f.has_expires = true;
             f.expires_valid = core::parse_http_date(v, f.expires);
         } else if (core::iequals(k, "Date")) {
-            f.has_date = core::parse_http_date(v, f.date);
+            if (date.empty() && core::parse_http_date(v, f.date)) {
+                f.has_date = true;
+                date = v;
+            }
         } else if (core::iequals(k, "Age")) {
-            ngx_int_t a = ngx_atoi(h.value.data, h.value.len);
-            f.age = a > 0 ? a : 0;
+            core::parse_age(v, age);
         } else if (core::iequals(k, "Set-Cookie")) {
             f.has_set_cookie = true;
         } else if (core::iequals(k, "Vary")) {
@@ -67,12 +81,22 @@ void response_facts(ngx_http_request_t *r, core::ResponseFacts &f,
             connection.append(v);
         }
     });
+    size_t used = core::select_targeted(targeted, 2);
+    if (used < 2) {
+        f.cc = targeted[used];
+        f.targeted = true;
+    }
+    f.age = age.seconds > 0 ? age.seconds : 0;
+    f.age_invalid = age.invalid();
 
     // proxy_pass consumes the origin's Date and Connection headers.
     if (r->upstream != nullptr) {
         ngx_http_upstream_headers_in_t &u = r->upstream->headers_in;
-        if (!f.has_date && u.date != nullptr) {
-            f.has_date = core::parse_http_date(view(u.date->value), f.date);
+        if (!f.has_date && u.date != nullptr
+            && core::parse_http_date(view(u.date->value), f.date))
+        {
+            f.has_date = true;
+            date = view(u.date->value);
         }
         if (u.connection != nullptr) {
             if (!connection.empty()) {
@@ -82,21 +106,9 @@ void response_facts(ngx_http_request_t *r, core::ResponseFacts &f,
         }
     }
 
-    for (size_t i = 0, start = 0; i <= vary.size(); i++) {
-        if (i == vary.size() || vary[i] == ',') {
-            std::string_view item(vary.data() + start, i - start);
-            while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) {
-                item.remove_prefix(1);
-            }
-            while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) {
-                item.remove_suffix(1);
-            }
-            if (item == "*") {
-                f.vary_star = true;
-            }
-            start = i + 1;
-        }
-    }
+    f.vary_star = !core::for_each_element(vary, [](std::string_view e) {
+        return e != "*";
+    });
 }
 
 // The response's fly_cache_tags_header lines, joined with ", " into
@@ -161,7 +173,8 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc,
 
     core::ResponseFacts f;
     std::string vary, connection;
-    response_facts(r, f, vary, connection);
+    std::string_view date;
+    response_facts(r, lcf, f, vary, connection, date);
 
     core::CachePolicy policy;
     if (lcf->cache_valid != nullptr) {
@@ -205,7 +218,9 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc,
 
     // The headers to keep: the response's own, less hop-by-hop ones and
     // (with fly_cache_ignore_set_cookie) Set-Cookie; Content-Type lives
-    // outside the list in nginx.
+    // outside the list in nginx.  Date is the origin's (proxy_pass keeps
+    // it apart), else the time of receipt (RFC 9110 6.6.1): a HIT carries
+    // it, and Age says how old the response is.
     core::EntryHeader hdrs[core::kEntryMaxHeaders];
     size_t n = 0;
     bool too_many = false;
@@ -226,6 +241,12 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc,
         size_t len = ngx_http_time(lm, r->headers_out.last_modified_time) - lm;
         hdrs[n++] = {"Last-Modified", {reinterpret_cast<char *>(lm), len}};
     }
+    u_char received[sizeof("Mon, 28 Sep 1970 06:00:00 GMT")];
+    if (date.empty()) {
+        date = {reinterpret_cast<char *>(received),
+                static_cast<size_t>(ngx_http_time(received, f.now) - received)};
+    }
+    hdrs[n++] = {"Date", date};
     for_each_header(r->headers_out.headers, [&](ngx_table_elt_t &h) {
         std::string_view k = view(h.key);
         if (core::is_hop_by_hop(k, connection) || core::iequals(k, "Content-Length")
@@ -344,6 +365,26 @@ ngx_int_t header_filter(ngx_http_request_t *r) noexcept
         cc->want_store = false;
     }
     return next_header_filter(r);
+}
+
+// Runs after header_filter (which stores them): CDN-Cache-Control and the
+// fly_cache_control_header field are meant for this cache, so they do not
+// reach the client, from a MISS or a HIT, unless fly_cache_control_pass.
+ngx_int_t targeted_filter(ngx_http_request_t *r) noexcept
+{
+    LocConf *lcf = loc_conf(r);
+    if (r == r->main && lcf->cache && !lcf->cache_control_pass) {
+        std::string_view own = view(lcf->cache_control_header);
+        for_each_header(r->headers_out.headers, [&](ngx_table_elt_t &h) {
+            std::string_view k = view(h.key);
+            if (core::iequals(k, "CDN-Cache-Control")
+                || (!own.empty() && core::iequals(k, own)))
+            {
+                h.hash = 0;
+            }
+        });
+    }
+    return next_targeted_filter(r);
 }
 
 void stop_capture(CacheCtx *cc)
@@ -509,6 +550,8 @@ ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in) noexcept
 
 void cache_filters_init()
 {
+    next_targeted_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = targeted_filter;
     next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = header_filter;
     next_body_filter = ngx_http_top_body_filter;

@@ -13,12 +13,14 @@
 #include "core/cache_entry.hpp"
 #include "core/cache_tags.hpp"
 #include "core/tombstone.hpp"
+#include "core/conditional.hpp"
 
 extern "C" {
 #include <hiredis/hiredis.h>
 }
 
 #include <exception>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +50,7 @@ void free_reply(CacheCtx *cc)
         cc->reply_len = 0;
     }
 }
+time_t log_slot_precondition;
 
 void cache_cleanup(void *data) noexcept
 {
@@ -77,8 +80,75 @@ CacheCtx *create_cache_ctx(ngx_http_request_t *r, RequestCtx *ctx)
 
 // ---- HIT ------------------------------------------------------------------
 
-// Sends a stored response.  The body points into cc->reply, which the
-// request's pool cleanup frees after the response is gone.
+// What the entry's preconditions compare with: its first ETag,
+// Last-Modified and Date (the core parses them if it needs them).
+core::StoredValidators stored_validators(const core::EntryView &e)
+{
+    core::StoredValidators v;
+    v.status = e.meta.status;
+    v.stored = e.meta.stored;
+    for (size_t i = 0; i < e.nheaders; i++) {
+        std::string_view name = e.headers[i].name;
+        std::string_view value = e.headers[i].value;
+        if (!v.etag && core::iequals(name, "ETag")) {
+            v.etag = value;
+        } else if (!v.last_modified && core::iequals(name, "Last-Modified")) {
+            v.last_modified = value;
+        } else if (!v.date && core::iequals(name, "Date")) {
+            v.date = value;
+        }
+    }
+    return v;
+}
+
+std::optional<std::string_view> value_of(const ngx_table_elt_t *h)
+{
+    if (h == nullptr) {
+        return std::nullopt;
+    }
+    return view(h->value);
+}
+
+// RFC 9110 13.2.2 against the entry, for a request with a precondition
+// or a Range (nginx has parsed those headers already).
+core::CondDecision evaluate_preconditions(ngx_http_request_t *r,
+                                          const core::EntryView &e)
+{
+    ngx_http_headers_in_t &in = r->headers_in;
+    core::Preconditions p;
+    p.if_match = value_of(in.if_match);
+    p.if_none_match = value_of(in.if_none_match);
+    p.if_modified_since = value_of(in.if_modified_since);
+    p.if_unmodified_since = value_of(in.if_unmodified_since);
+    p.if_range = value_of(in.if_range);
+    p.range = in.range != nullptr;
+    p.get = r->method == NGX_HTTP_GET;
+    p.head = r->method == NGX_HTTP_HEAD;
+    core::CondDecision d = core::evaluate_conditions(p, stored_validators(e));
+    if (!d.ignored.empty() && log_allowed(&log_slot_precondition)) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "fly_cache: ignoring malformed %*s",
+                      (int) d.ignored.size(), d.ignored.data());
+    }
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: preconditions: outcome %d, range %d",
+                   static_cast<int>(d.outcome), d.use_range ? 1 : 0);
+    return d;
+}
+
+// Representation metadata a 304 leaves out (RFC 9110 15.4.5): the client
+// has the representation they describe.
+bool representation_metadata(std::string_view name)
+{
+    return core::iequals(name, "Content-Type")
+           || core::iequals(name, "Content-Encoding")
+           || core::iequals(name, "Content-Language");
+}
+
+// Sends a stored response: the whole of it, a 304 or 412 when the
+// request's preconditions say so, or (nginx's range filter) the ranges
+// asked for.  The body points into cc->reply, which the request's pool
+// cleanup frees after the response is gone.
 ngx_int_t send_hit(ngx_http_request_t *r, RequestCtx *ctx,
                    const core::EntryView &e)
 {
@@ -87,14 +157,49 @@ ngx_int_t send_hit(ngx_http_request_t *r, RequestCtx *ctx,
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+    ctx->cache_status = CacheStatus::hit;
 
-    r->headers_out.status = e.meta.status;
-    r->headers_out.content_length_n = static_cast<off_t>(e.body.size());
+    ngx_http_headers_in_t &in = r->headers_in;
+    bool not_modified = false;
+    if (in.if_match || in.if_none_match || in.if_modified_since
+        || in.if_unmodified_since || in.range)
+    {
+        core::CondDecision d = evaluate_preconditions(r, e);
+        if (d.outcome == core::CondOutcome::precondition_failed) {
+            if (!add_status_header(r, lcf, CacheStatus::hit)) {
+                return NGX_ERROR;
+            }
+            return NGX_HTTP_PRECONDITION_FAILED;
+        }
+        not_modified = d.outcome == core::CondOutcome::not_modified;
+        // Decided here for the range filter, which would otherwise test
+        // If-Range again by its own rules (a weak ETag would match).
+        if (!d.use_range) {
+            in.range = nullptr;      // the whole body
+        }
+        in.if_range = nullptr;
+    }
+
+    // The preconditions are answered above, in RFC 9110's order, which
+    // nginx's not_modified filter does not follow: it must leave them be.
+    // The range filter serves a Range from the stored body.
+    r->disable_not_modified = 1;
+    r->allow_ranges = 1;
+    r->headers_out.status = not_modified ? NGX_HTTP_NOT_MODIFIED
+                                         : e.meta.status;
+    r->headers_out.content_length_n =
+        not_modified ? -1 : static_cast<off_t>(e.body.size());
     r->headers_out.last_modified_time = -1;
 
     for (size_t i = 0; i < e.nheaders; i++) {
         std::string_view name = e.headers[i].name;
         std::string_view value = e.headers[i].value;
+        if (core::iequals(name, "Content-Length")
+            || core::iequals(name, "Accept-Ranges")   // the range filter's
+            || (not_modified && representation_metadata(name)))
+        {
+            continue;
+        }
         if (core::iequals(name, "Content-Type")) {
             // As the upstream module sets it on the MISS: the filters
             // that match types (gzip, ssi, sub_filter, charset) compare
@@ -108,22 +213,24 @@ ngx_int_t send_hit(ngx_http_request_t *r, RequestCtx *ctx,
             r->headers_out.charset.data = (u_char *) ct.charset.data();
             continue;
         }
-        if (core::iequals(name, "Content-Length")) {
-            continue;
-        }
         ngx_table_elt_t *h = push_header(r, name, value);
         if (h == nullptr) {
             return NGX_ERROR;
         }
-        // nginx's own filters (gzip, not_modified, header) look at these.
+        // nginx's own filters (gzip, range, header) look at these; the
+        // stored Date keeps the header filter from writing the time now.
         if (core::iequals(name, "Content-Encoding")) {
             r->headers_out.content_encoding = h;
         } else if (core::iequals(name, "ETag")) {
-            r->headers_out.etag = h;
+            if (r->headers_out.etag == nullptr) {
+                r->headers_out.etag = h;
+            }
         } else if (core::iequals(name, "Last-Modified")) {
             r->headers_out.last_modified = h;
             r->headers_out.last_modified_time =
                 ngx_parse_http_time(h->value.data, h->value.len);
+        } else if (core::iequals(name, "Date")) {
+            r->headers_out.date = h;
         }
         // Location stays a plain header, as on the MISS: setting
         // headers_out.location would make nginx rewrite a relative one.
@@ -143,7 +250,6 @@ ngx_int_t send_hit(ngx_http_request_t *r, RequestCtx *ctx,
     {
         return NGX_ERROR;
     }
-    ctx->cache_status = CacheStatus::hit;
 
     ngx_int_t rc = ngx_http_send_header(r);
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
@@ -178,7 +284,11 @@ RedisOp *send_get(ngx_http_request_t *r, CacheCtx *cc, std::string_view key,
     MainConf *mcf = main_conf(r);
     const char *argv[2] = {"GET", key.data()};
     size_t argvlen[2] = {3, key.size()};
-    return mcf->redis_client->command(2, argv, argvlen, cb, cc);
+    RedisOp *op = mcf->redis_client->command(2, argv, argvlen, cb, cc);
+    if (op == nullptr) {
+        forget_scripts(mcf->redis_client);
+    }
+    return op;
 }
 
 // Lets the phases run on after a lookup: the content handler answers.
@@ -221,6 +331,7 @@ void hit(ngx_http_request_t *r, CacheCtx *cc, const core::EntryView &e)
 ValueState classify(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
 {
     if (reply == nullptr) {
+        forget_scripts(main_conf(r)->redis_client);
         return kFailed;
     }
     if (reply->type == REDIS_REPLY_NIL) {

@@ -1,9 +1,12 @@
 // fly-edge nginx shell: the cache's Redis scripts, and running them: EVAL
 // until one has succeeded on that Redis (which then has it cached), then
 // EVALSHA, and EVAL again when Redis answers NOSCRIPT (after a restart or
-// a SCRIPT FLUSH).  The Lua text of every script lives here; the data
-// model they work on is described in core/cache_tags.hpp and
-// core/tombstone.hpp.
+// a SCRIPT FLUSH).  The EVAL after a NOSCRIPT comes one round trip later,
+// behind commands sent meanwhile (a GET that should have seen the fill or
+// the invalidation), so whenever a command to a Redis fails (how a restart
+// shows) the scripts are taken as gone there: the next call is an EVAL.
+// The Lua text of every script lives here; the data model they work on is
+// described in core/cache_tags.hpp and core/tombstone.hpp.
 #include "ngx_fly_cache.hpp"
 #include "ngx_fly_redis.hpp"
 
@@ -182,6 +185,9 @@ void ScriptCall::on_reply(void *data, redisReply *reply) noexcept
     {
         set_loaded(*call->script, call->client, true);
     }
+    if (reply == nullptr) {
+        forget_scripts(call->client);
+    }
     if (reply != nullptr && reply->type == REDIS_REPLY_ERROR
         && log_allowed(&log_slot_script))
     {
@@ -193,6 +199,12 @@ void ScriptCall::on_reply(void *data, redisReply *reply) noexcept
         call->done(call->data, reply);
     }
     delete call;
+}
+
+void forget_scripts(RedisClient *client) noexcept
+{
+    set_loaded(fill_script, client, false);
+    set_loaded(invalidate_script, client, false);
 }
 
 void scripts_init()
@@ -215,6 +227,7 @@ ScriptCall *run_script(RedisClient *client, Script &script,
     }
     call->words = std::move(words);
     if (!call->send(!loaded(script, client))) {
+        forget_scripts(client);
         delete call;
         return nullptr;
     }

@@ -16,27 +16,6 @@ constexpr int64_t kTtlMax = int64_t{1} << 31;
 
 constexpr char kVarySep = '\x1f';
 
-// Calls f(element) for each element of a comma-separated list (RFC 9110
-// 5.6.1), trimmed of white space; empty elements are skipped.  Stops and
-// returns false as soon as f does.
-template <typename F>
-bool for_each_element(std::string_view list, F &&f)
-{
-    size_t i = 0;
-    while (i <= list.size()) {
-        size_t comma = list.find(',', i);
-        if (comma == std::string_view::npos) {
-            comma = list.size();
-        }
-        std::string_view e = trim_ows(list.substr(i, comma - i));
-        if (!e.empty() && !f(e)) {
-            return false;
-        }
-        i = comma + 1;
-    }
-    return true;
-}
-
 int64_t sat_sub(int64_t a, int64_t b)
 {
     int64_t r;
@@ -66,7 +45,8 @@ bool shareable_with_authorization(const CacheControl &cc)
 // The explicit freshness lifetime (RFC 9111 4.2.1): s-maxage (shared
 // caches only) over max-age over Expires minus Date.  Without Date the
 // receipt time stands in for it (RFC 9110 6.6.1).  An invalid Expires
-// means "already expired" (RFC 9111 5.3).  False when the response gives
+// means "already expired" (RFC 9111 5.3); with a targeted field in use
+// Expires does not count (RFC 9213 2.1).  False when the response gives
 // no explicit freshness at all.
 bool explicit_lifetime(const ResponseFacts &f, int64_t &lifetime)
 {
@@ -74,7 +54,7 @@ bool explicit_lifetime(const ResponseFacts &f, int64_t &lifetime)
         lifetime = f.cc.s_maxage;
     } else if (f.cc.max_age >= 0) {
         lifetime = f.cc.max_age;
-    } else if (f.has_expires) {
+    } else if (f.has_expires && !f.targeted) {
         lifetime = f.expires_valid
                        ? sat_sub(f.expires, f.has_date ? f.date : f.now)
                        : 0;
@@ -155,6 +135,12 @@ bool refusal(const ResponseFacts &f, const CachePolicy &p, StoreVerdict &why)
         // RFC 9111 4.2.1: a cache is encouraged to consider a response
         // with invalid freshness information stale.
         why = StoreVerdict::invalid;
+    } else if (f.age_invalid) {
+        // RFC 9111 5.1 would ignore such an Age; it comes from a cache on
+        // the way that we cannot read, so the response may have been held
+        // there for any time: treated as stale, like invalid freshness
+        // information above, rather than as fresh from now.
+        why = StoreVerdict::invalid_age;
     } else {
         return false;
     }
@@ -244,6 +230,7 @@ std::string_view verdict_name(StoreVerdict v)
     case StoreVerdict::range:         return "range";
     case StoreVerdict::invalid:       return "invalid-cache-control";
     case StoreVerdict::conditional:   return "conditional";
+    case StoreVerdict::invalid_age:   return "invalid-age";
     }
     return "unknown";
 }

@@ -33,13 +33,19 @@ struct CachePolicy {
 // What the shell gathered from the request and the response headers.
 struct ResponseFacts {
     int status = 0;
-    CacheControl cc;                    // all Cache-Control lines parsed
+    // All lines of the cache-control field that applies (select_targeted):
+    // CDN-Cache-Control or the fly_cache_control_header field when one is
+    // usable (`targeted`: Expires is then ignored, RFC 9213 2.1), else
+    // Cache-Control.
+    CacheControl cc;
+    bool targeted = false;
     bool has_expires = false;
     bool expires_valid = false;         // false: Expires present but bad (= already expired)
     int64_t expires = 0;
     bool has_date = false;
     int64_t date = 0;
     int64_t age = 0;                    // Age header of the origin, 0 if none
+    bool age_invalid = false;           // AgeField::invalid(): treated as stale
     bool has_set_cookie = false;
     bool vary_star = false;             // Vary contains "*"
     bool has_validator = false;         // ETag or Last-Modified
@@ -67,6 +73,7 @@ enum class StoreVerdict : uint8_t {
     range,           // the request had Range (we store only whole responses)
     invalid,         // Cache-Control could not be parsed: treated as stale
     conditional,     // the request had a precondition and the answer is not a 200
+    invalid_age,     // Age is not delta-seconds: how old it is is unknown
 };
 
 struct StoreDecision {

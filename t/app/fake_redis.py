@@ -50,13 +50,24 @@ missing from the file has its default:
                     longline   $ and 100 digits, no CRLF
                     deep       arrays nested 9 deep
                     badelem    *2 whose second element is $abc
-                    unsolicited  the right reply (to every GET of one read),
-                               then an extra :1
+                    unsolicited  the right reply (to every GET received
+                               within 50 ms, scaled), then an extra :1
+                  or none at all:
+                    silent     no reply to this GET nor to anything after
+                               it on that connection (the server goes on
+                               reading: a Redis that hangs)
                   or one that ends the connection:
                     close      close without answering
                     closehead  send "$123" and close
                     closemid   half of the right reply (a value of at least
                                2 bytes; else of a made-up one), then close
+
+    late_key=KEY  the reply to GET KEY (whatever `get` says for it) is
+                  held back, with the replies to the commands after it on
+                  that connection, until the client sends something more
+                  on the connection (or late_ms, default 60000, pass); then
+                  they go out, in order: a slow reply, late
+    late_ms=MS
 
 Commands starting with FAKE are for the test and are answered at once, in
 one piece, whatever the control file says:
@@ -64,7 +75,11 @@ one piece, whatever the control file says:
     FAKE STATS        a bulk string of `name=value` lines: commands by name,
                       connections, replies, max_batch (the most replies
                       sent in one write), after_bad (commands received on a
-                      connection after a malformed reply), keys
+                      connection after a malformed reply), keys;
+                      clients (connections that sent a command other than
+                      FAKE), closed (those of them the client closed),
+                      late_sent (late_key replies sent), after_silent
+                      (commands received on a connection gone silent)
     FAKE HAS key      :1 or :0
     FAKE LEN key      the value's length, or -1
     FAKE FLUSH        +OK (the dict emptied, statistics kept)
@@ -84,7 +99,8 @@ STATS = {"connections": 0, "replies": 0, "max_batch": 0}
 LOCK = threading.Lock()
 
 DEFAULTS = {"split": "0", "delay": "0.001", "max_sleeps": "100",
-            "coalesce": "0", "get": "normal"}
+            "coalesce": "0", "get": "normal", "late_key": "",
+            "late_ms": "60000"}
 
 
 class Control:
@@ -214,7 +230,13 @@ def execute(args, mode):
     if cmd == b"GET" and len(args) == 2:
         with LOCK:
             v = DATA.get(args[1])
+        late = mode.get("late_key", "")
+        if late and args[1] == late.encode("latin-1"):
+            return bulk(v), "late"
         m = mode.get("get", "normal")
+        if m == "silent":
+            return b"", "silent"
+
         if m in WRONG:
             return WRONG[m], None
         if m in MALFORMED:
@@ -270,6 +292,10 @@ def execute(args, mode):
 
 
 SCRIPTS = {}      # sha1 hex -> script text, of the scripts EVALed here
+try:              # the test suite's slowness factor (sanitizer pass)
+    TIME_SCALE = max(1.0, float(os.environ.get("FLY_TEST_TIME_SCALE", "1")))
+except ValueError:
+    TIME_SCALE = 1.0
 
 
 def fly_script(cmd, args):
@@ -329,25 +355,48 @@ def serve(conn, control):
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     buf = bytearray()
     pos = 0
-    holding = False
+    holding = None          # "after_bad" or "after_silent": not answering
+    late = b""              # replies held back (late_key)
+    late_until = 0
+    client = False          # sent a command other than FAKE
+    mode = control.get()
     try:
         while True:
+            if late:
+                left = late_until - time.monotonic()
+                if left <= 0 or not select.select([conn], [], [], left)[0]:
+                    send_split(conn, late, mode)
+                    late = b""
+                    count("late_sent")
+                    continue
             chunk = conn.recv(262144)
             if not chunk:
+                if client:
+                    count("closed")
                 return
             buf += chunk
+            if late:
+                # the client sent more: the late replies go first
+                send_split(conn, late, mode)
+                late = b""
+                count("late_sent")
             if holding:
-                # after a malformed reply: count what the client still sends
-                # (nothing, if it dropped the connection), wait for the close
+                # after a malformed reply (or silence): count what the client
+                # still sends (nothing, if it dropped the connection), wait
+                # for the close
                 while True:
                     args, nxt = parse_command(buf, pos)
                     if args is None:
                         break
                     pos = nxt
-                    count("after_bad")
+                    count(holding)
                 continue
             mode = control.get()
             coalesce = float(mode.get("coalesce", "0")) / 1000.0
+            if mode.get("get") == "unsolicited" and coalesce <= 0:
+                # the extra reply must come after the replies to every
+                # command the client pipelined together: gather them
+                coalesce = 0.05 * TIME_SCALE
             if coalesce > 0:
                 deadline = time.monotonic() + coalesce
                 while True:
@@ -361,6 +410,7 @@ def serve(conn, control):
             out = []
             action = None
             unsolicited = False
+            late_from = None
             while action is None:
                 args, nxt = parse_command(buf, pos)
                 if args is None:
@@ -369,8 +419,17 @@ def serve(conn, control):
                 if args and args[0].upper() == b"FAKE":
                     conn.sendall(fake_command(args))
                     continue
+                if not client:
+                    client = True
+                    count("clients")
                 mode = control.get()
                 reply, action = execute(args, mode)
+                if action == "late":
+                    if late_from is None:
+                        late_from = len(out)
+                    action = None
+                if action == "silent":
+                    break
                 out.append(reply)
                 if action == "unsolicited":
                     unsolicited = True
@@ -383,6 +442,13 @@ def serve(conn, control):
             if pos == len(buf):
                 del buf[:]
                 pos = 0
+            if late_from is not None:
+                late = b"".join(out[late_from:])
+                late_until = time.monotonic() + float(mode.get("late_ms", "60000")) / 1000.0
+                out = out[:late_from]
+            if action == "silent":
+                holding = "after_silent"
+                late = b""
             if out:
                 with LOCK:
                     STATS["replies"] += len(out)
@@ -391,7 +457,7 @@ def serve(conn, control):
             if action == "close":
                 return
             if action == "hold":
-                holding = True
+                holding = "after_bad"
     except (OSError, ValueError):
         return
     finally:

@@ -447,7 +447,74 @@ void test_verdict_names(void **)
     assert_sv_equal(verdict_name(StoreVerdict::range), "range");
     assert_sv_equal(verdict_name(StoreVerdict::invalid), "invalid-cache-control");
     assert_sv_equal(verdict_name(StoreVerdict::conditional), "conditional");
+    assert_sv_equal(verdict_name(StoreVerdict::invalid_age), "invalid-age");
     assert_sv_equal(verdict_name(static_cast<StoreVerdict>(200)), "unknown");
+}
+
+// RFC 9111 5.1 via parse_age: an Age whose first member is unreadable
+// leaves how old the response is unknown: stale, not stored.
+void test_invalid_age(void **)
+{
+    ResponseFacts f = facts("max-age=60");
+    f.age_invalid = true;
+    refused(f, StoreVerdict::invalid_age);
+    ValidRule any[] = {{0, 600}};
+    CachePolicy p;
+    p.valid = any;
+    p.nvalid = 1;
+    refused(facts(""), StoreVerdict::no_freshness);
+    f = facts("");
+    f.age_invalid = true;
+    refused(f, StoreVerdict::invalid_age, p);   // fly_cache_valid does not rescue it
+    f = facts("no-store, max-age=60");
+    f.age_invalid = true;
+    refused(f, StoreVerdict::no_store);          // a refusal of its own wins the reason
+
+    // from the header lines, through parse_age
+    auto with_age = [](std::initializer_list<std::string_view> lines) {
+        ResponseFacts r = facts("max-age=3600");
+        AgeField a;
+        for (std::string_view l : lines) {
+            parse_age(l, a);
+        }
+        r.age = a.seconds > 0 ? a.seconds : 0;
+        r.age_invalid = a.invalid();
+        return r;
+    };
+    refused(with_age({"7200, 0"}), StoreVerdict::expired);
+    stored(with_age({"0", "7200"}), 3600);
+    refused(with_age({"7200", "0"}), StoreVerdict::expired);
+    stored(with_age({"10, 7200"}), 3590);
+    refused(with_age({"abc"}), StoreVerdict::invalid_age);
+    refused(with_age({""}), StoreVerdict::invalid_age);
+    stored(with_age({}), 3600);
+}
+
+// RFC 9213: with a targeted field in use, Expires does not count.
+void test_targeted_ignores_expires(void **)
+{
+    ResponseFacts f = facts("public");
+    f.has_expires = true;
+    f.expires_valid = true;
+    f.expires = kNow + 100;
+    stored(f, 100);
+    f.targeted = true;
+    refused(f, StoreVerdict::no_freshness);
+    ValidRule any[] = {{0, 600}};
+    CachePolicy p;
+    p.valid = any;
+    p.nvalid = 1;
+    stored(f, 600, p);                           // fly_cache_valid applies then
+    // an invalid Expires (already expired) is ignored too
+    f.expires_valid = false;
+    stored(f, 600, p);
+    // its own freshness counts as Cache-Control's would
+    f = facts("max-age=30");
+    f.targeted = true;
+    f.has_expires = true;
+    f.expires_valid = true;
+    f.expires = kNow + 100;
+    stored(f, 30);
 }
 
 // ---- Content-Type as nginx's upstream module reads it ----
@@ -674,6 +741,8 @@ int main()
         cmocka_unit_test(test_cache_valid),
         cmocka_unit_test(test_min_max_ttl),
         cmocka_unit_test(test_stale_extensions),
+        cmocka_unit_test(test_invalid_age),
+        cmocka_unit_test(test_targeted_ignores_expires),
         cmocka_unit_test(test_verdict_names),
         cmocka_unit_test(test_split_content_type),
         cmocka_unit_test(test_hop_by_hop),
