@@ -56,12 +56,12 @@ bool must_answer_504(const EntryMeta &m, StaleCause cause)
 
 int64_t keep_seconds(const EntryMeta &m, const StaleConfig &c, bool validators)
 {
-    int64_t extra = 0;
-    if (!(m.flags & kEntryNoStale)) {
-        extra = std::max<int64_t>(m.sie, m.swr);
-        if (c.use_stale != 0 && c.stale > extra && !(m.flags & kEntrySharedMaxAge)) {
-            extra = c.stale;
-        }
+    // An entry that may not be served stale is kept as long too: within
+    // that window a must-revalidate one answers the 504 of RFC 9111
+    // 5.2.2.2 when the app cannot be reached.
+    int64_t extra = std::max<int64_t>(m.sie, m.swr);
+    if (c.use_stale != 0 && c.stale > extra && !(m.flags & kEntrySharedMaxAge)) {
+        extra = c.stale;
     }
     if (c.revalidate && validators) {
         int64_t keep = std::clamp<int64_t>(m.ttl, kRevalidateKeepMin,

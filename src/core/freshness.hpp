@@ -67,7 +67,9 @@ bool may_serve_stale(const EntryMeta &m, const StaleConfig &c,
 bool must_answer_504(const EntryMeta &m, StaleCause cause);
 
 // How long (seconds) Redis keeps an entry of freshness `ttl`: its
-// freshness, the longest stale window any cause could use, and, when the
+// freshness, the longest stale window any cause could use (also for an
+// entry that may not be served stale: must-revalidate answers 504 in that
+// window), and, when the
 // entry can be revalidated (fly_cache_revalidate on and the response has
 // an ETag or Last-Modified), kRevalidateKeep more: a 304 then refreshes it
 // instead of a full fetch.  At least 1 (Redis refuses EX 0).

@@ -149,8 +149,10 @@ void test_keep_seconds(void **)
     // ttl 0 (revalidated every time)
     assert_int_equal(keep_seconds(meta(0), config(0), true), kRevalidateKeepMin);
     assert_int_equal(keep_seconds(meta(0), config(0), false), 1);
-    // no stale: only freshness and revalidation
-    assert_int_equal(keep_seconds(meta(10, 30, 30, kEntryNoStale), config(kAll, 99), false), 10);
+    // no stale: kept as long, for the 504 of must-revalidate
+    assert_int_equal(keep_seconds(meta(10, 0, 0, kEntryNoStale | kEntryMustRevalidate),
+                                  config(kAll, 99), false), 109);
+    assert_int_equal(keep_seconds(meta(10, 0, 0, kEntryNoStale), config(0), false), 10);
     // s-maxage: the configuration does not extend it
     assert_int_equal(keep_seconds(meta(10, 0, 3, kEntrySharedMaxAge), config(kAll, 99), false), 13);
 }
