@@ -52,6 +52,7 @@ missing from the file has its default:
                     badelem    *2 whose second element is $abc
                     unsolicited  the right reply (to every GET received
                                within 50 ms, scaled), then an extra :1
+                               in the same write as the reply's end
                   or none at all:
                     silent     no reply to this GET nor to anything after
                                it on that connection (the server goes on
@@ -335,18 +336,20 @@ def fly_script(cmd, args):
     return None
 
 
-def send_split(sock, data, mode):
-    """Writes data in chunks of `split` bytes with small sleeps between."""
+def send_split(sock, data, mode, tail=b""):
+    """Writes data in chunks of `split` bytes with small sleeps between;
+    `tail` goes out in one write with the last chunk (so that the client
+    reads it together with the end of the reply before it)."""
     n = int(mode.get("split", "0"))
     if n <= 0 or n >= len(data):
-        sock.sendall(data)
+        sock.sendall(data + tail)
         return
     delay = float(mode.get("delay", "0.001"))
     chunks = (len(data) + n - 1) // n
     sleeps = max(1, int(mode.get("max_sleeps", "100")))
     every = max(1, (chunks + sleeps - 1) // sleeps)
     for i in range(chunks):
-        sock.sendall(data[i * n:(i + 1) * n])
+        sock.sendall(data[i * n:(i + 1) * n] + (tail if i + 1 == chunks else b""))
         if delay > 0 and i + 1 < chunks and (i + 1) % every == 0:
             time.sleep(delay)
 
@@ -434,10 +437,13 @@ def serve(conn, control):
                 if action == "unsolicited":
                     unsolicited = True
                     action = None
+            extra = b""
             if unsolicited:
                 # after the replies to every command received (a client
-                # pipelines several): one that nobody asked for
-                out.append(b":1\r\n")
+                # pipelines several): one that nobody asked for, in the
+                # same write as the end of the last reply, so the client
+                # sees it before it can send another command
+                extra = b":1\r\n"
                 action = action or "hold"
             if pos == len(buf):
                 del buf[:]
@@ -453,7 +459,7 @@ def serve(conn, control):
                 with LOCK:
                     STATS["replies"] += len(out)
                     STATS["max_batch"] = max(STATS["max_batch"], len(out))
-                send_split(conn, b"".join(out), mode)
+                send_split(conn, b"".join(out), mode, extra)
             if action == "close":
                 return
             if action == "hold":
