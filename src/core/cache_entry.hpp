@@ -57,6 +57,9 @@ constexpr uint8_t kEntryVaryMarker = 0x01;
 constexpr uint8_t kEntryNoStale = 0x02;
 constexpr uint8_t kEntryMustRevalidate = 0x04;
 constexpr uint8_t kEntrySharedMaxAge = 0x08;
+// Every flag this version knows; an entry with another is bad_version.
+constexpr uint8_t kEntryKnownFlags = kEntryVaryMarker | kEntryNoStale
+                                     | kEntryMustRevalidate | kEntrySharedMaxAge;
 constexpr size_t kEntryMaxHeaders = 100;
 constexpr size_t kEntryMaxHeaderBytes = 64 * 1024;   // names + values
 constexpr size_t kMaxGenerationLen = 64;             // vary marker body
