@@ -111,6 +111,11 @@ struct LocConf {
     ngx_flag_t cache_control_pass;      // send targeted fields to the client
     ngx_flag_t cache_near;              // fly_cache_near (ngx_fly_near.cpp)
 
+    // revalidation and stale (ngx_fly_cache_stale.cpp)
+    ngx_flag_t cache_revalidate;        // fly_cache_revalidate
+    ngx_uint_t cache_use_stale;         // core::stale_bit()s; UNSET_UINT
+    time_t cache_stale;                 // fly_cache_stale; -1 = not set
+
     // invalidation, purge and tags (ngx_fly_cache_invalidate.cpp,
     // ngx_fly_purge.cpp)
     ngx_msec_t cache_fence;             // fly_cache_fence
@@ -125,7 +130,7 @@ struct LocConf {
 };
 
 enum class CacheStatus : uint8_t {
-    none, hit, miss, bypass, expired, error, stale, updating,
+    none, hit, miss, bypass, expired, error, stale, updating, revalidated,
 };
 
 // $fly_cache_status and the fly_cache_status_header value.
@@ -133,6 +138,7 @@ inline std::string_view cache_status_name(CacheStatus s)
 {
     static constexpr std::string_view names[] = {
         "", "HIT", "MISS", "BYPASS", "EXPIRED", "ERROR", "STALE", "UPDATING",
+        "REVALIDATED",
     };
     return names[static_cast<size_t>(s)];
 }

@@ -12,6 +12,7 @@
 #include "ngx_fly_near.hpp"
 #include "core/http_text.hpp"
 #include "core/tombstone.hpp"
+#include "core/cache_entry.hpp"
 
 #include <string>
 #include <vector>
@@ -48,10 +49,21 @@ struct CacheCtx {
     std::string entry;           // the entry being captured
     size_t prefix_len;
     int64_t ttl;
+    int64_t keep;                // its Redis TTL (seconds)
     std::string vary;            // Vary names, when a marker must be stored
     bool near;                   // the near cache is used (ngx_fly_near.hpp)
     NearToken near_token;        // what the entry's GET in flight took
     NearToken near_epoch_token;  // ... and the tag epoch's
+
+    // An expired (or soft-purged) entry kept in cc->reply for the
+    // response (ngx_fly_cache_stale.cpp): revalidated by a 304, served
+    // stale when the app fails.
+    bool stale_entry;            // cc->reply holds it past the lookup
+    bool soft_purged;            // a soft purge made it stale
+    bool revalidating;           // our conditional request went to the app
+    bool substituting;           // the body filter sends `substitute`
+    bool substitute_sent;        // ... and has sent it
+    std::string_view substitute; // the stored body (into cc->reply)
 };
 
 // The request's value of header `name` (lower case), lines joined
@@ -101,6 +113,44 @@ inline int64_t now_ms()
 
 // ngx_fly_cache_fill.cpp: installs the header and body filters.
 void cache_filters_init();
+
+// ---- ngx_fly_cache_lookup.cpp ----------------------------------------
+
+// Sets r->headers_out (which must be clean) to the stored response `e`
+// as a HIT sends it, with status `s` in the status header: the request's
+// preconditions answered (NGX_HTTP_PRECONDITION_FAILED is returned for a
+// 412, `not_modified` set for a 304), ranges left to nginx's range
+// filter, Age when `with_age`.  NGX_OK or NGX_ERROR otherwise.
+ngx_int_t stored_response_headers(ngx_http_request_t *r,
+                                  const core::EntryView &e, CacheStatus s,
+                                  bool with_age, bool &not_modified);
+
+// ---- ngx_fly_cache_stale.cpp -----------------------------------------
+
+// At the lookup, for an expired or soft-purged entry `e` (in cc->reply):
+// adds our conditional request headers when it is to be revalidated, and
+// keeps the entry for the response when it may serve it (a 304, stale,
+// the 504 of must-revalidate).
+void prepare_expired(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc,
+                     const core::EntryView &e);
+
+// Header filter, before the fill decides: a 304 to our conditional
+// request becomes the stored response with updated headers
+// (REVALIDATED, then stored); an app failure becomes the stale entry
+// (STALE) or, for must-revalidate, a 504.  Returns NGX_OK when it changed
+// nothing or changed r->headers_out (then the body filter sends
+// cc->substitute instead of the app's body), NGX_ERROR on no memory.
+ngx_int_t substitute_response(ngx_http_request_t *r, LocConf *lcf,
+                              RequestCtx *ctx, CacheCtx *cc);
+
+// Body filter: consumes the app's buffers in `in` and replaces it by
+// the substituted body at the app's last buffer (nullptr before that:
+// nothing to pass on).  NGX_ERROR on no memory.
+ngx_int_t substitute_body(ngx_http_request_t *r, CacheCtx *cc,
+                          ngx_chain_t *&in);
+
+// Redis TTL of an entry being filled (core::keep_seconds).
+int64_t entry_keep(LocConf *lcf, const core::EntryMeta &m, bool validators);
 
 // ---- ngx_fly_cache_script.cpp ----------------------------------------
 

@@ -194,6 +194,10 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc,
     policy.min_ttl = lcf->cache_min_ttl;
     policy.max_ttl = lcf->cache_max_ttl;
     policy.ignore_set_cookie = lcf->cache_ignore_set_cookie == 1;
+    policy.revalidate = lcf->cache_revalidate == 1;
+    f.has_validator = r->headers_out.etag != nullptr
+                      || r->headers_out.last_modified != nullptr
+                      || r->headers_out.last_modified_time != -1;
 
     core::StoreDecision d = core::decide_store(f, policy);
     if (d.verdict != core::StoreVerdict::store) {
@@ -290,6 +294,7 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc,
     meta.swr = static_cast<uint32_t>(d.stale_while_revalidate);
     meta.sie = static_cast<uint32_t>(d.stale_if_error);
     meta.epoch = cc->epoch;
+    meta.flags = d.stale_flags;
 
     if (!core::begin_entry(meta, hdrs, n, cc->entry, tags, ntags)) {
         return;
@@ -299,6 +304,7 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc,
         cc->entry.reserve(cc->prefix_len + r->headers_out.content_length_n);
     }
     cc->ttl = d.ttl;
+    cc->keep = entry_keep(lcf, meta, f.has_validator);
     cc->capturing = true;
     // The copy filter, which runs before the body filter, then hands it
     // memory buffers only: a response spilled to a temporary file is
@@ -347,7 +353,24 @@ ngx_int_t header_filter(ngx_http_request_t *r) noexcept
         return next_header_filter(r);
     }
 
-    if (!add_status_header(r, lcf, ctx->cache_status)) {
+    // A 304 to our revalidation, or an app failure the stale entry
+    // answers (ngx_fly_cache_stale.cpp), changes the response first.
+    bool substituted = cc->substituting;
+    if (cc->stale_entry && !cc->substituting) {
+        ngx_int_t rc;
+        try {
+            rc = substitute_response(r, lcf, ctx, cc);
+        } catch (const std::exception &e) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "fly_cache: %s; the app's answer is sent", e.what());
+            rc = NGX_OK;
+        }
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+        substituted = cc->substituting;
+    }
+    if (!substituted && !add_status_header(r, lcf, ctx->cache_status)) {
         return NGX_ERROR;
     }
     bool store = cc->want_store && !cc->capturing;
@@ -441,7 +464,7 @@ void send_fill(ngx_http_request_t *r, CacheCtx *cc, const std::string &key,
     words.push_back(cc->epoch_str);
     words.push_back(core::fence_threshold_arg(cc->fence));
     words.push_back(core::fence_lsn_arg(cc->fence));
-    words.push_back(std::to_string(cc->ttl));
+    words.push_back(std::to_string(cc->keep));
     words.push_back(std::move(value));
     if (!marker.empty()) {
         words.push_back(std::move(marker));
@@ -534,6 +557,15 @@ ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in) noexcept
 {
     RequestCtx *ctx = r == r->main ? get_ctx(r) : nullptr;
     CacheCtx *cc = ctx ? ctx->cache : nullptr;
+    if (cc != nullptr && cc->substituting && in != nullptr) {
+        // the stored body in place of the app's (ngx_fly_cache_stale.cpp)
+        if (substitute_body(r, cc, in) != NGX_OK) {
+            return NGX_ERROR;
+        }
+        if (in == nullptr) {
+            return NGX_OK;
+        }
+    }
     if (cc == nullptr || !cc->capturing || in == nullptr) {
         return next_body_filter(r, in);
     }

@@ -145,28 +145,21 @@ bool representation_metadata(std::string_view name)
            || core::iequals(name, "Content-Language");
 }
 
-// Sends a stored response: the whole of it, a 304 or 412 when the
-// request's preconditions say so, or (nginx's range filter) the ranges
-// asked for.  The body points into cc->reply, which the request's pool
-// cleanup frees after the response is gone.
-ngx_int_t send_hit(ngx_http_request_t *r, RequestCtx *ctx,
-                   const core::EntryView &e)
+}  // namespace
+
+ngx_int_t stored_response_headers(ngx_http_request_t *r,
+                                  const core::EntryView &e, CacheStatus s,
+                                  bool with_age, bool &not_modified)
 {
     LocConf *lcf = loc_conf(r);
-
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-    ctx->cache_status = CacheStatus::hit;
-
     ngx_http_headers_in_t &in = r->headers_in;
-    bool not_modified = false;
+    not_modified = false;
     if (in.if_match || in.if_none_match || in.if_modified_since
         || in.if_unmodified_since || in.range)
     {
         core::CondDecision d = evaluate_preconditions(r, e);
         if (d.outcome == core::CondOutcome::precondition_failed) {
-            if (!add_status_header(r, lcf, CacheStatus::hit)) {
+            if (!add_status_header(r, lcf, s)) {
                 return NGX_ERROR;
             }
             return NGX_HTTP_PRECONDITION_FAILED;
@@ -236,22 +229,46 @@ ngx_int_t send_hit(ngx_http_request_t *r, RequestCtx *ctx,
         // headers_out.location would make nginx rewrite a relative one.
     }
 
-    // RFC 9111 5.1: a response from a cache carries Age.
-    u_char *age = static_cast<u_char *>(ngx_pnalloc(r->pool, NGX_TIME_T_LEN));
-    if (age == nullptr) {
-        return NGX_ERROR;
+    if (with_age) {
+        // RFC 9111 5.1: a response from a cache carries Age.
+        u_char *age = static_cast<u_char *>(ngx_pnalloc(r->pool, NGX_TIME_T_LEN));
+        if (age == nullptr) {
+            return NGX_ERROR;
+        }
+        size_t agelen = ngx_sprintf(age, "%L",
+                                    static_cast<int64_t>(core::entry_age(
+                                        e.meta, ngx_time()))) - age;
+        if (push_header(r, "Age", {reinterpret_cast<char *>(age), agelen})
+            == nullptr)
+        {
+            return NGX_ERROR;
+        }
     }
-    size_t agelen = ngx_sprintf(age, "%L",
-                                static_cast<int64_t>(core::entry_age(
-                                    e.meta, ngx_time()))) - age;
-    if (push_header(r, "Age", {reinterpret_cast<char *>(age), agelen})
-            == nullptr
-        || !add_status_header(r, lcf, CacheStatus::hit))
-    {
-        return NGX_ERROR;
+    return add_status_header(r, lcf, s) ? NGX_OK : NGX_ERROR;
+}
+
+namespace {
+
+// Sends a stored response: the whole of it, a 304 or 412 when the
+// request's preconditions say so, or (nginx's range filter) the ranges
+// asked for.  The body points into cc->reply, which the request's pool
+// cleanup frees after the response is gone.
+ngx_int_t send_hit(ngx_http_request_t *r, RequestCtx *ctx,
+                   const core::EntryView &e)
+{
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ctx->cache_status = CacheStatus::hit;
+
+    bool not_modified;
+    ngx_int_t rc = stored_response_headers(r, e, CacheStatus::hit, true,
+                                           not_modified);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
-    ngx_int_t rc = ngx_http_send_header(r);
+    rc = ngx_http_send_header(r);
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
         return rc;
     }
@@ -299,7 +316,9 @@ RedisOp *send_get(ngx_http_request_t *r, CacheCtx *cc, std::string_view key,
 // Lets the phases run on after a lookup: the content handler answers.
 void resume(ngx_http_request_t *r, CacheCtx *cc)
 {
-    free_reply(cc);
+    if (!cc->stale_entry) {
+        free_reply(cc);
+    }
     cc->waiting = false;
     r->main->count--;
     r->write_event_handler = ngx_http_core_run_phases;
@@ -339,6 +358,14 @@ void hit(ngx_http_request_t *r, CacheCtx *cc, const core::EntryView &e)
                    (ngx_uint_t) e.meta.status, e.body.size());
 
     ngx_http_finalize_request(r, send_hit(r, get_ctx(r), e));
+}
+
+// EXPIRED (or soft-purged): revalidated with a conditional request when
+// possible; kept for a 304, a stale answer or a 504 when it may serve.
+void expired(ngx_http_request_t *r, CacheCtx *cc, const core::EntryView &e)
+{
+    prepare_expired(r, loc_conf(r), cc, e);
+    finish(r, cc, CacheStatus::expired, true);
 }
 
 // Sorts a GET reply out, logging what is worth it; a string's bytes are
@@ -542,12 +569,14 @@ void decide(ngx_http_request_t *r, CacheCtx *cc, ValueState state, bool variant)
         return;
     }
 
-    if (!core::entry_fresh(e.meta, ngx_time())) {
-        finish(r, cc, CacheStatus::expired, true);
-        return;
-    }
+    // An entry stored before the last tag purge is checked first, fresh
+    // or not: a purged one is neither served nor revalidated.
     if (e.meta.epoch != cc->epoch) {
         check_tags(r, cc, e);
+        return;
+    }
+    if (!core::entry_fresh(e.meta, ngx_time())) {
+        expired(r, cc, e);
         return;
     }
     hit(r, cc, e);
@@ -597,11 +626,16 @@ void tags_reply(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
                                                   : "purged");
     switch (v) {
     case core::TagVerdict::valid:
-        hit(r, cc, e);
+        if (core::entry_fresh(e.meta, ngx_time())) {
+            hit(r, cc, e);
+        } else {
+            expired(r, cc, e);
+        }
         break;
     case core::TagVerdict::stale:
-        // served only under fly_cache_use_stale rules (not there yet)
-        finish(r, cc, CacheStatus::expired, true);
+        // revalidated, or served only under fly_cache_use_stale rules
+        cc->soft_purged = true;
+        expired(r, cc, e);
         break;
     case core::TagVerdict::purged:
         finish(r, cc, CacheStatus::miss, true);

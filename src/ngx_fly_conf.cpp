@@ -6,6 +6,7 @@
 #include "ngx_fly_near.hpp"
 #include "ngx_fly_metrics.hpp"
 #include "core/http_text.hpp"
+#include "core/freshness.hpp"
 #include "core/url.hpp"
 
 #include <cstdlib>
@@ -317,6 +318,59 @@ char *set_tags_header(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
 // fly_cache_control_header names a field that stands in for Cache-Control.
 ngx_str_t cache_control_name = ngx_string("Cache-Control");
 
+// fly_cache_use_stale error | timeout | http_500 | http_502 | http_503 |
+// http_504 ... | off;
+char *set_use_stale(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept
+{
+    auto *lcf = static_cast<LocConf *>(conf);
+    if (lcf->cache_use_stale != NGX_CONF_UNSET_UINT) {
+        return const_cast<char *>("is duplicate");
+    }
+    static constexpr struct {
+        std::string_view name;
+        core::StaleCause cause;
+    } kCauses[] = {
+        {"error", core::StaleCause::error},
+        {"timeout", core::StaleCause::timeout},
+        {"http_500", core::StaleCause::http_500},
+        {"http_502", core::StaleCause::http_502},
+        {"http_503", core::StaleCause::http_503},
+        {"http_504", core::StaleCause::http_504},
+    };
+    auto *args = static_cast<ngx_str_t *>(cf->args->elts);
+    ngx_uint_t bits = 0;
+    bool off = false;
+    for (ngx_uint_t i = 1; i < cf->args->nelts; i++) {
+        std::string_view a = view(args[i]);
+        if (a == "off") {
+            off = true;
+            continue;
+        }
+        bool known = false;
+        for (const auto &c : kCauses) {
+            if (a == c.name) {
+                bits |= core::stale_bit(c.cause);
+                known = true;
+            }
+        }
+        if (!known) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               a == "updating"
+                                   ? "\"updating\" of \"fly_cache_use_stale\" "
+                                     "is not supported yet"
+                                   : "invalid value \"%V\" in "
+                                     "\"fly_cache_use_stale\"",
+                               &args[i]);
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+    }
+    if (off && (bits != 0 || cf->args->nelts > 2)) {
+        return const_cast<char *>("has \"off\" with other values");
+    }
+    lcf->cache_use_stale = bits;
+    return static_cast<char *>(NGX_CONF_OK);
+}
+
 // fly_cache_min_ttl TIME; fly_cache_max_ttl TIME; checked against each
 // other when both are set at the same level (and again when merging).
 char *set_ttl(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
@@ -409,6 +463,12 @@ ngx_command_t commands[] = {
      set_near_zone, NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
     {ngx_string("fly_cache_near"), kAnyLevel | NGX_CONF_FLAG, set_near,
      FLY_LOC(cache_near), nullptr},
+    {ngx_string("fly_cache_revalidate"), kAnyLevel | NGX_CONF_FLAG,
+     ngx_conf_set_flag_slot, FLY_LOC(cache_revalidate), nullptr},
+    {ngx_string("fly_cache_use_stale"), kAnyLevel | NGX_CONF_1MORE,
+     set_use_stale, FLY_LOC(cache_use_stale), nullptr},
+    {ngx_string("fly_cache_stale"), kAnyLevel | NGX_CONF_TAKE1,
+     ngx_conf_set_sec_slot, FLY_LOC(cache_stale), nullptr},
     {ngx_string("fly_cache_fence"), kAnyLevel | NGX_CONF_TAKE1,
      ngx_conf_set_msec_slot, FLY_LOC(cache_fence), nullptr},
     {ngx_string("fly_cache_tags_header"), kAnyLevel | NGX_CONF_TAKE1,
@@ -626,6 +686,9 @@ void *create_loc_conf(ngx_conf_t *cf)
     lcf->cache_control_pass = NGX_CONF_UNSET;
     lcf->cache_near = NGX_CONF_UNSET;
     lcf->cache_fence = NGX_CONF_UNSET_MSEC;
+    lcf->cache_revalidate = NGX_CONF_UNSET;
+    lcf->cache_use_stale = NGX_CONF_UNSET_UINT;
+    lcf->cache_stale = NGX_CONF_UNSET;
     lcf->cache_tags_pass = NGX_CONF_UNSET;
     lcf->cache_purge_on_write = static_cast<ngx_array_t *>(NGX_CONF_UNSET_PTR);
     return lcf;
@@ -682,6 +745,10 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->cache_control_pass, prev->cache_control_pass, 0);
     ngx_conf_merge_value(conf->cache_near, prev->cache_near, 1);
     ngx_conf_merge_msec_value(conf->cache_fence, prev->cache_fence, 2000);
+    ngx_conf_merge_value(conf->cache_revalidate, prev->cache_revalidate, 1);
+    ngx_conf_merge_uint_value(conf->cache_use_stale, prev->cache_use_stale, 0);
+    ngx_conf_merge_sec_value(conf->cache_stale, prev->cache_stale,
+                             NGX_CONF_UNSET);
     ngx_conf_merge_str_value(conf->cache_tags_header, prev->cache_tags_header,
                              "Cache-Tag");
     ngx_conf_merge_value(conf->cache_tags_pass, prev->cache_tags_pass, 0);

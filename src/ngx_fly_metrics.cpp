@@ -42,7 +42,7 @@ ngx_atomic_t *values_of(MetricsShm *shm)
 // The $fly_cache_status values by CacheStatus (index 0, none, is never
 // counted).  A new CacheStatus needs its name here to be shown.
 constexpr size_t kCacheStatusCount =
-    static_cast<size_t>(CacheStatus::updating) + 1;
+    static_cast<size_t>(CacheStatus::revalidated) + 1;
 static_assert(kCacheStatusCount <= core::kMetricCacheStatuses,
               "the status dimension has a slot for each CacheStatus");
 

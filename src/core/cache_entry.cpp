@@ -8,7 +8,7 @@ namespace fly::core {
 namespace {
 
 constexpr char kMagic[4] = {'F', 'L', 'Y', 'C'};
-constexpr uint8_t kKnownFlags = kEntryVaryMarker;
+constexpr uint8_t kKnownFlags = kEntryKnownFlags;
 
 // magic, version, flags, status, stored, ttl, age, swr, sie, nhdr
 constexpr size_t kFixedLen = 4 + 1 + 1 + 2 + 8 + 4 + 4 + 4 + 4 + 2;

@@ -4,7 +4,8 @@
 // Layout (all integers big-endian):
 //   magic    "FLYC"                         4
 //   version  2 (1: the format before tags)  1
-//   flags    bit 0: vary marker             1
+//   flags    bit 0: vary marker, 1-3 stale  1
+//            rules (kEntryNoStale ...)
 //   status   HTTP status                    2
 //   stored   unix seconds at store time     8
 //   ttl      seconds fresh after `stored`   4
@@ -48,6 +49,17 @@ namespace fly::core {
 constexpr uint8_t kEntryVersion = 2;
 constexpr size_t kEntryEpochOffset = 34;
 constexpr uint8_t kEntryVaryMarker = 0x01;
+// What the response's Cache-Control forbids once the entry is stale
+// (freshness.hpp): no stale use at all (must-revalidate, proxy-revalidate,
+// no-cache), a 504 when the app cannot be reached (must-revalidate,
+// proxy-revalidate), stale only by the response's own stale-if-error
+// (s-maxage).  Entries written before them have none: stale as allowed.
+constexpr uint8_t kEntryNoStale = 0x02;
+constexpr uint8_t kEntryMustRevalidate = 0x04;
+constexpr uint8_t kEntrySharedMaxAge = 0x08;
+// Every flag this version knows; an entry with another is bad_version.
+constexpr uint8_t kEntryKnownFlags = kEntryVaryMarker | kEntryNoStale
+                                     | kEntryMustRevalidate | kEntrySharedMaxAge;
 constexpr size_t kEntryMaxHeaders = 100;
 constexpr size_t kEntryMaxHeaderBytes = 64 * 1024;   // names + values
 constexpr size_t kMaxGenerationLen = 64;             // vary marker body

@@ -2,6 +2,7 @@
 // (RFC 9111 sections 3 and 4.2), plus the cache key and its Vary variants.
 #include "core/http_text.hpp"
 #include "core/cache_rules.hpp"
+#include "core/cache_entry.hpp"
 
 #include <climits>
 
@@ -120,8 +121,8 @@ bool refusal(const ResponseFacts &f, const CachePolicy &p, StoreVerdict &why)
         why = StoreVerdict::no_store;
     } else if (cc.is_private) {                     // RFC 9111 5.2.2.7
         why = StoreVerdict::is_private;
-    } else if (cc.no_cache) {                       // RFC 9111 5.2.2.4
-        why = StoreVerdict::no_cache;               // we do not revalidate yet
+    } else if (cc.no_cache && !(p.revalidate && f.has_validator)) {
+        why = StoreVerdict::no_cache;               // RFC 9111 5.2.2.4
     } else if (f.vary_star) {                       // RFC 9111 4.1
         why = StoreVerdict::vary_star;
     } else if (f.request_range) {
@@ -196,24 +197,39 @@ StoreDecision decide_store(const ResponseFacts &f, const CachePolicy &p)
         return verdict(why);
     }
 
+    bool revalidatable = p.revalidate && f.has_validator;
     int64_t lifetime = 0;
     if (!explicit_lifetime(f, lifetime)) {
         const ValidRule *rule = find_valid_rule(p, f.status);
-        if (rule == nullptr) {
+        if (rule != nullptr) {
+            lifetime = rule->ttl;
+        } else if (!(f.cc.no_cache && revalidatable)) {
             return verdict(StoreVerdict::no_freshness);
         }
-        lifetime = rule->ttl;
     }
 
     // RFC 9111 4.2: fresh while the lifetime exceeds the current age; the
     // origin's Age is the part of it spent before us.
     int64_t ttl = clamp_ttl(sat_sub(lifetime, f.age > 0 ? f.age : 0), p);
-    if (ttl <= 0) {
+    if (f.cc.no_cache) {
+        ttl = 0;                                    // revalidated every time
+    }
+    if (ttl <= 0 && !revalidatable) {
         return verdict(StoreVerdict::expired);
     }
 
     StoreDecision d = verdict(StoreVerdict::store);
-    d.ttl = ttl;
+    d.ttl = ttl > 0 ? ttl : 0;
+    // RFC 9111 4.2.4: no stale use where the response forbids it.
+    if (f.cc.must_revalidate || f.cc.proxy_revalidate) {
+        d.stale_flags |= kEntryNoStale | kEntryMustRevalidate;
+    }
+    if (f.cc.no_cache) {
+        d.stale_flags |= kEntryNoStale;
+    }
+    if (f.cc.s_maxage >= 0) {
+        d.stale_flags |= kEntrySharedMaxAge;
+    }
     // RFC 5861 extensions, kept for later.  must-revalidate and
     // proxy-revalidate forbid any stale use (RFC 9111 4.2.4, 5.2.2.2,
     // 5.2.2.8), so they cancel both.  s-maxage alone does not: a response

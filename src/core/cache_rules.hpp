@@ -24,6 +24,10 @@ struct CachePolicy {
     int64_t min_ttl = 0;                // fly_cache_min_ttl, 0 = none
     int64_t max_ttl = 0;                // fly_cache_max_ttl, 0 = none
     bool ignore_set_cookie = false;     // fly_cache_ignore_set_cookie
+    // fly_cache_revalidate: a response with a validator that is already
+    // stale (max-age=0, ...) or says no-cache is stored with ttl 0, so
+    // the next request revalidates it instead of fetching it whole.
+    bool revalidate = false;
 };
 
 // What the shell gathered from the request and the response headers.
@@ -44,6 +48,7 @@ struct ResponseFacts {
     bool age_invalid = false;           // AgeField::invalid(): treated as stale
     bool has_set_cookie = false;
     bool vary_star = false;             // Vary contains "*"
+    bool has_validator = false;         // ETag or Last-Modified
     bool request_authorization = false; // the request had Authorization
     bool request_range = false;         // the request had Range
     // The request had a header through which apps rebuild the URL or the
@@ -89,6 +94,9 @@ struct StoreDecision {
     int64_t ttl = 0;                 // seconds to keep, when verdict == store
     int64_t stale_while_revalidate = 0;  // from the response, for later use
     int64_t stale_if_error = 0;
+    // The stale rules of Cache-Control (cache_entry.hpp flags):
+    // kEntryNoStale, kEntryMustRevalidate, kEntrySharedMaxAge.
+    uint8_t stale_flags = 0;
 };
 
 // The rules of RFC 9111 for a shared cache, with fly_cache_valid as the

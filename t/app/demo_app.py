@@ -31,7 +31,13 @@ Endpoints for the cache and replay tests (any method):
     /hdr?<Name>=<value>&...   200 with those response headers; `status=` sets
                          the status, `body=` the body, and each `echo=<Header>`
                          adds a line "<Header>: <its request value>" to the
-                         body (so Vary variants show which request made them)
+                         body (so Vary variants show which request made them);
+                         with `cond=1` a request whose If-None-Match matches
+                         the ETag asked for (or If-Modified-Since is not
+                         before the Last-Modified asked for) gets a 304 with
+                         those headers (Cache-Control replaced by `cc304=`,
+                         when given); a request header `X-Test-Etag: T`
+                         makes T the ETag (the representation changed)
     /bin?size=N          N deterministic binary bytes
     /gzip?size=N         N bytes of text, gzip-encoded (Content-Encoding: gzip)
     /chunked?size=N[&chunk=K]  N binary bytes with chunked transfer encoding
@@ -45,6 +51,9 @@ size, chunk, ms, status, body and echo is also sent back as a response header, s
 e.g. /bin?size=10&Cache-Control=max-age%3D60 is cacheable.  Their responses
 carry X-Body-Sha256 (of the bytes on the wire).
 
+A request with `X-Test-Status: N` gets status N (body "forced N"), whatever
+its route (a failing app, for the cache's stale tests).
+
 Every response carries X-App-Region and X-Origin-Count (requests this process
 has served, this one included; /__count and /__health are not counted).
     /__count             {"count": N} without counting itself
@@ -52,6 +61,7 @@ has served, this one included; /__count and /__health are not counted).
 """
 
 import base64
+import email.utils
 import gzip
 import hashlib
 import json
@@ -201,7 +211,7 @@ class HttpError(Exception):
 
 POST_RE = re.compile(r"^/posts/(\d+)$")
 COMMENTS_RE = re.compile(r"^/posts/(\d+)/comments$")
-RESERVED_PARAMS = {"size", "chunk", "ms", "status", "body", "echo"}
+RESERVED_PARAMS = {"size", "chunk", "ms", "status", "body", "echo", "cond", "cc304"}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -329,6 +339,12 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, "ok\n", "text/plain", count=False)
             return
         self.count = next_count()
+        forced = self.headers.get("X-Test-Status")
+        if forced is not None and forced.isdigit():
+            # any route: answer with that status (a failing app, for the
+            # cache's stale tests)
+            self.reply(int(forced), "forced %s\n" % forced, "text/plain")
+            return
         try:
             self.route_request()
         except HttpError as e:
@@ -465,7 +481,12 @@ class Handler(BaseHTTPRequestHandler):
     # -------------------------------------------------------- test endpoints
 
     def extra_headers(self):
-        return [(k, v) for k, v in self.params if k not in RESERVED_PARAMS]
+        hdrs = [(k, v) for k, v in self.params if k not in RESERVED_PARAMS]
+        etag = self.headers.get("X-Test-Etag")
+        if etag is not None:
+            # the representation changed: another ETag than the URL's
+            hdrs = [(k, v) for k, v in hdrs if k.lower() != "etag"] + [("ETag", etag)]
+        return hdrs
 
     def param_int(self, name, default):
         value = dict(self.params).get(name)
@@ -503,10 +524,39 @@ class Handler(BaseHTTPRequestHandler):
 
     def hdr(self):
         body = dict(self.params).get("body", "")
+        if dict(self.params).get("cond") == "1" and self.not_modified():
+            hdrs = self.extra_headers()
+            cc304 = dict(self.params).get("cc304")
+            if cc304 is not None:
+                hdrs = [(k, v) for k, v in hdrs if k.lower() != "cache-control"]
+                hdrs.append(("Cache-Control", cc304))
+            self.reply(304, b"", headers=hdrs)
+            return
         for k, v in self.params:
             if k == "echo":
                 body += "%s: %s\n" % (v, self.headers.get(v, ""))
         self.reply(self.status_param(), body, "text/plain", headers=self.extra_headers())
+
+    def not_modified(self):
+        """With cond=1: the request's If-None-Match matches the ETag asked
+        for, or (without If-None-Match) its If-Modified-Since is not
+        earlier than the Last-Modified asked for (RFC 9110 13.1.1, 13.1.3)."""
+        asked = {k.lower(): v for k, v in self.extra_headers()}
+        inm = self.headers.get("If-None-Match")
+        if inm is not None:
+            etag = asked.get("etag")
+            if etag is None:
+                return False
+            weak = lambda t: t.strip()[2:] if t.strip().startswith("W/") else t.strip()
+            return inm.strip() == "*" or any(weak(t) == weak(etag) for t in inm.split(","))
+        ims = self.headers.get("If-Modified-Since")
+        lm = asked.get("last-modified")
+        if ims is None or lm is None:
+            return False
+        try:
+            return email.utils.parsedate_to_datetime(ims) >= email.utils.parsedate_to_datetime(lm)
+        except (TypeError, ValueError):
+            return False
 
     def sized(self, default=1024):
         size = self.param_int("size", default)

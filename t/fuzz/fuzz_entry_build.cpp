@@ -96,7 +96,7 @@ bool model_value(std::string_view s)
 bool model_accepts(const EntryMeta &m, const EntryHeader *h, size_t n)
 {
     bool marker = (m.flags & kEntryVaryMarker) != 0;
-    if (n > kEntryMaxHeaders || (m.flags & ~kEntryVaryMarker) != 0 || m.stored < 0 ||
+    if (n > kEntryMaxHeaders || (m.flags & ~kEntryKnownFlags) != 0 || m.stored < 0 ||
         m.stored >= (int64_t{1} << 40)) {
         return false;
     }

@@ -430,7 +430,7 @@ void test_writer_refuses_bad_input(void **)
         assert_false(begin_entry(meta(s), nullptr, 0, out));
     }
     EntryMeta m = meta();
-    m.flags = 0x02;
+    m.flags = 0x10;
     assert_false(begin_entry(m, nullptr, 0, out));
     m = meta();
     m.stored = -1;
