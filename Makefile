@@ -116,19 +116,25 @@ bench: deps
 # Real, unmodified apps in the three-region bed (t/apps/, FlyEdge::MediaWiki).
 # Their packages are installed only here, never by plain `make deps`.
 # The test files are named *.test so that `prove -r t/` (make test) skips them.
-APP_PKGS := mediawiki php-fpm php-cli php-pgsql php-apcu php-intl php-mbstring \
+# php-fpm (and the PHP extensions) first: then the `php` that mediawiki
+# depends on is satisfied by php-fpm, and apt pulls no Apache module in.
+APP_PKGS_PHP := php-fpm php-cli php-pgsql php-apcu php-intl php-mbstring \
     php-xml php-curl php-redis
+APP_PKGS := mediawiki
 deps-apps: deps
-	@missing=""; for p in $(APP_PKGS); do \
-	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' \
-	        || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	    echo "make deps-apps: installing$$missing"; \
-	    sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	    export DEBIAN_FRONTEND=noninteractive; \
-	    $$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	@sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	export DEBIAN_FRONTEND=noninteractive; updated=""; \
+	for group in "$(APP_PKGS_PHP)" "$(APP_PKGS)"; do \
+	    missing=""; for p in $$group; do \
+	        dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' \
+	            || missing="$$missing $$p"; \
+	    done; \
+	    if [ -n "$$missing" ]; then \
+	        echo "make deps-apps: installing$$missing"; \
+	        [ -n "$$updated" ] || $$sudo apt-get update -qq || exit 1; updated=1; \
+	        $$sudo apt-get install -y -qq --no-install-recommends $$missing || exit 1; \
+	    fi; \
+	done
 
 test-apps: deps-apps module
 	prove -I t/lib --ext .test t/apps/

@@ -28,13 +28,27 @@ our @PACKAGES = qw(mediawiki php-fpm php-cli php-pgsql php-apcu php-intl php-mbs
 
 # The module directives conf/mediawiki*.conf uses that older builds of the
 # module may lack, and what they are for (for the report of what is left out).
+# Stand-ins for left-out lines, where leaving a line out would change more
+# than the feature: without fly_cache_purge, MediaWiki's PURGE requests would
+# reach PHP (each renders the page; a save waits for its PURGEs, which wait
+# for free PHP workers).  The stand-in answers them without purging anything.
+our %STAND_IN = (
+    fly_cache_purge => 'if ($request_method = PURGE) { return 405; }',
+);
+
 our %FEATURE = (
     fly_cache_purge          => 'purge (PURGE from MediaWiki, tags)',
     fly_cache_purge_on_write => 'purge rules on write',
-    fly_cache_tags_header    => 'cache tags',
     fly_replay_when          => 'app-driven replay (UseDC cookie, login pages)',
     fly_replay_on_status     => 'replay on an app status',
 );
+
+# the directives of %FEATURE that conf/mediawiki*.conf uses
+sub conf_directives {
+    my $text = join '', map { FlyEdge::Topology::_slurp($_) // '' } glob "$FlyEdge::Topology::ROOT/conf/mediawiki*.conf";
+    $text =~ s/#[^\n]*//g;
+    return grep { $text =~ /^\s*\Q$_\E\s/m } sort keys %FEATURE;
+}
 
 sub new {
     my ($class, %opt) = @_;
@@ -118,7 +132,10 @@ sub _prepare_conf {
         make_path($copy);
         for my $f (@files) {
             my $text = FlyEdge::Topology::_slurp("$src/$f");
-            $text =~ s/^(\s*)((?:$_)\b[^\n]*)$/$1# [left out: the module lacks $_] $2/mg for keys %drop;
+            for my $d (keys %drop) {
+                my $in = $STAND_IN{$d} ? "$STAND_IN{$d}  " : '';
+                $text =~ s/^(\s*)($d\b[^\n]*)$/$1$in# [left out: the module lacks $d] $2/mg;
+            }
             FlyEdge::Topology::_write("$copy/$f", $text);
         }
         $self->{mw_conf} = $copy;
@@ -255,7 +272,7 @@ sub app_logs {
     for my $w (qw(primary replica)) { $logs{"postgresql $w"} = $self->pg_log_path($w) }
     for my $r ($self->regions) {
         my $d = $self->mw_log_dir($r);
-        $logs{"$r $_"} = "$d/$_" for map { s{.*/}{}r } glob "$d/*";
+        $logs{"$r $_"} = "$d/$_" for map { s{.*/}{}r } grep { !/\.pid$/ } glob "$d/*";
     }
     return \%logs;
 }
