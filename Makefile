@@ -104,9 +104,12 @@ APP ?=
 ifeq ($(APP),mediawiki)
 run: deps-apps module
 	perl -I t/lib t/bin/demo-mediawiki
-else
+else ifeq ($(APP),)
 run: deps module
 	perl -I t/lib t/bin/demo
+else
+run:
+	@echo "make run: unknown APP=$(APP) (APP=mediawiki, or none for the demo app)"; exit 2
 endif
 
 bench: deps
