@@ -96,6 +96,7 @@ itest-asan:
 
 test: deps
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory itest
 	@$(MAKE) --no-print-directory itest-asan
 
@@ -142,5 +143,77 @@ deps-apps: deps
 test-apps: deps-apps module
 	prove -I t/lib --ext .test t/apps/
 
+# ---- fuzzing: libFuzzer targets of the core's parsers (t/fuzz/README.md) ----
+#   make fuzz         each target for FUZZ_SECONDS (FUZZ_JOBS at a time); new
+#                     corpus entries and crash inputs go to build/fuzz/
+#   make fuzz-smoke   a short round of each target plus every saved regression
+#                     input (t/fuzz/regress/); part of make test
+# FUZZ=name1,name2 limits either to some targets.
+DEB_PKGS += clang-14 libclang-rt-14-dev
+FUZZ_CXX           ?= clang++-14
+FUZZ_SECONDS       ?= 60
+FUZZ_JOBS          ?= 1
+FUZZ_SMOKE_RUNS    ?= 100000
+FUZZ_SMOKE_SECONDS ?= 6
+FUZZ               ?=
+FUZZ_NAMES := $(patsubst t/fuzz/fuzz_%.cpp,%,$(wildcard t/fuzz/fuzz_*.cpp))
+FUZZ_BINS  := $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_NAMES))
+FUZZ_OBJS  := $(patsubst src/core/%.cpp,$(BUILD)/fuzz/core/%.o,$(CORE_SRCS))
+FUZZ_FLAGS := -std=c++17 -g -O1 -Wall -Wextra -Isrc -fno-omit-frame-pointer \
+              -fsanitize=address,undefined -fno-sanitize-recover=all
+
+.PHONY: fuzz fuzz-smoke fuzz-build
+.SECONDARY: $(FUZZ_OBJS)
+
+$(BUILD)/fuzz/core/%.o: src/core/%.cpp $(CORE_HDRS)
+	@mkdir -p $(@D)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(BUILD)/fuzz/fuzz_%: t/fuzz/fuzz_%.cpp t/fuzz/fuzz.hpp $(FUZZ_OBJS)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -Werror -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJS)
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	t/fuzz/run long $(BUILD)/fuzz $(FUZZ_SECONDS) $(FUZZ_JOBS) $(or $(FUZZ),$(FUZZ_NAMES))
+
+fuzz-smoke: fuzz-build
+	@t/fuzz/run smoke $(BUILD)/fuzz "$(FUZZ_SMOKE_RUNS) $(FUZZ_SMOKE_SECONDS)" 1 $(or $(FUZZ),$(FUZZ_NAMES))
+
 clean:
 	rm -rf $(BUILD)
+
+# ---- Packaging: the Debian package and the images (issue 12) ---------------
+#   make deb          build/libnginx-mod-http-fly-edge_$(DEB_VERSION)_<arch>.deb
+#   make test-deb     install it in a throwaway Debian 12 root, use it, remove, purge
+#   make docker       the fly-edge and fly-edge-redis images (docker, else buildah)
+#   make test-docker  build both; nginx -t and a request in the edge image;
+#                     the Redis entrypoint as primary and replica, replicating
+# The package version is VERSION (a snapshot: make deb DEB_VERSION=0.1.0+git...);
+# the git commit it was built from goes into its changelog. These targets
+# need root (dpkg-buildpackage does not) and install what they lack with apt-get.
+VERSION         := 0.1.0
+DEB_VERSION     ?= $(VERSION)
+FLY_EDGE_COMMIT ?= $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+DEB_ARCH        := $(shell dpkg --print-architecture 2>/dev/null)
+DEB             := $(BUILD)/libnginx-mod-http-fly-edge_$(DEB_VERSION)_$(DEB_ARCH).deb
+DEB_INPUTS      := config config.make Makefile README.md $(NGX_SRCS) $(CORE_SRCS) $(CORE_HDRS) \
+                   docker/bin/build-deb $(shell find docker/debian -type f 2>/dev/null)
+
+.PHONY: deb test-deb docker test-docker
+
+deb: $(DEB)
+
+$(DEB): $(DEB_INPUTS)
+	docker/bin/build-deb $(BUILD) $(DEB_VERSION) "$(FLY_EDGE_COMMIT)"
+
+test-deb: deb
+	@docker/bin/apt-ensure debootstrap binutils
+	FLY_EDGE_DEB=$(DEB) BUILD=$(BUILD) prove t/pkg/deb.test
+
+docker:
+	BUILD=$(BUILD) docker/bin/build-images $(VERSION) "$(FLY_EDGE_COMMIT)"
+
+test-docker: docker
+	@docker/bin/apt-ensure buildah iproute2
+	BUILD=$(BUILD) FLY_EDGE_IMAGE_TAG=$(VERSION) prove t/pkg/docker.test

@@ -55,6 +55,10 @@ struct MainConf {
     ngx_str_t need_redis_file;   // first "fly_cache on"
     ngx_uint_t need_redis_line;
 
+    // Every location where a fly_replay_forward applies, to check that
+    // its server has that named location (ngx_fly_replay.cpp).
+    ngx_array_t *forward_uses;
+
     ngx_resolver_t *resolver;    // http-level `resolver`, nullptr if none
     ngx_msec_t resolver_timeout;
 
@@ -63,19 +67,25 @@ struct MainConf {
 };
 
 struct ValidRules;
+struct PurgeConf;
 
 struct LocConf {
-    // replay (ngx_fly_replay.cpp)
+    // replay (ngx_fly_conf_replay.cpp, ngx_fly_replay.cpp)
     ngx_uint_t replay;                  // core::ReplayMode, NGX_CONF_UNSET_UINT
     ngx_uint_t replay_methods;          // core::Method bits
+    ngx_array_t *replay_method_names;   // std::string_view: other tokens
     ngx_array_t *replay_bypass;         // ngx_http_complex_value_t
+    ngx_array_t *replay_when;           // ngx_http_complex_value_t
+    ngx_array_t *replay_on_status;      // ngx_uint_t codes; nullptr = off
     ngx_uint_t replay_status;
     time_t replay_sticky;               // 0 = off
     size_t replay_max_body;
     ngx_str_t replay_forward;           // "@name" or empty
     ngx_flag_t replay_forward_always;
+    ngx_str_t replay_forward_file;      // where fly_replay_forward was set
+    ngx_uint_t replay_forward_line;
 
-    // cache (ngx_fly_cache.cpp)
+    // cache (ngx_fly_cache_*.cpp)
     ngx_flag_t cache;
     ngx_http_complex_value_t *cache_key;
     ngx_uint_t cache_methods;           // core::Method bits
@@ -89,6 +99,16 @@ struct LocConf {
     ngx_uint_t cache_ttl_line;
     ngx_flag_t cache_ignore_set_cookie;
     ngx_str_t cache_status_header;      // empty = off
+    ngx_str_t cache_control_header;     // a field targeted at us; empty = off
+    ngx_flag_t cache_control_pass;      // send targeted fields to the client
+
+    // invalidation, purge and tags (ngx_fly_cache_invalidate.cpp,
+    // ngx_fly_purge.cpp)
+    ngx_msec_t cache_fence;             // fly_cache_fence
+    ngx_str_t cache_tags_header;        // fly_cache_tags_header
+    ngx_flag_t cache_tags_pass;         // fly_cache_tags_pass
+    PurgeConf *cache_purge;             // fly_cache_purge; nullptr = none
+    ngx_array_t *cache_purge_on_write;  // PurgeRule (ngx_fly_purge.cpp)
 };
 
 enum class CacheStatus : uint8_t {
@@ -111,8 +131,11 @@ struct CacheCtx;
 struct RequestCtx {
     core::ReplayAction replay_action;
     ngx_str_t replay_state;             // $fly_replay
+    bool replay_captured;               // fly_replay_on_status replaced the
+                                        // app's answer: its body is dropped
+    bool replay_flushed;                // ... and the replay answer flushed
     CacheStatus cache_status;           // $fly_cache_status
-    CacheCtx *cache;                    // ngx_fly_cache.cpp's own state
+    CacheCtx *cache;                    // the cache's own state (ngx_fly_cache.hpp)
 };
 
 // Small helpers the shell's files share.
@@ -131,6 +154,13 @@ inline MainConf *main_conf(ngx_http_request_t *r)
 {
     return static_cast<MainConf *>(
         ngx_http_get_module_main_conf(r, ngx_http_fly_edge_module));
+}
+
+// The same while the configuration is read.
+inline MainConf *main_conf(ngx_conf_t *cf)
+{
+    return static_cast<MainConf *>(
+        ngx_http_conf_get_module_main_conf(cf, ngx_http_fly_edge_module));
 }
 
 // Calls f(ngx_table_elt_t &) for every live header of a list.
@@ -168,16 +198,52 @@ void *create_loc_conf(ngx_conf_t *cf);
 char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child);
 
 void resolve_at_load(ngx_conf_t *cf, RedisConf &rc);
+// For directive handlers: records where the first directive that needs
+// something was written (for a later error), and reads METHOD ... into
+// core::Method bits (`allowed` limits them; with `names`, any other
+// method token is kept there as std::string_view, else refused).
+void remember_place(ngx_conf_t *cf, ngx_str_t &file, ngx_uint_t &line);
+char *set_methods(ngx_conf_t *cf, ngx_command_t *cmd, ngx_uint_t &bits,
+                  uint32_t allowed, ngx_array_t **names);
+
+// ngx_fly_conf_replay.cpp: the fly_replay* directives and their part of
+// create/merge (the command table is in ngx_fly_conf.cpp)
+char *set_replay(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept;
+char *set_replay_methods(ngx_conf_t *cf, ngx_command_t *cmd,
+                         void *conf) noexcept;
+char *set_replay_on_status(ngx_conf_t *cf, ngx_command_t *cmd,
+                           void *conf) noexcept;
+char *set_replay_status(ngx_conf_t *cf, ngx_command_t *cmd,
+                        void *conf) noexcept;
+char *set_replay_sticky(ngx_conf_t *cf, ngx_command_t *cmd,
+                        void *conf) noexcept;
+char *set_replay_forward(ngx_conf_t *cf, ngx_command_t *cmd,
+                         void *conf) noexcept;
+void init_replay_conf(LocConf *lcf);
+char *merge_replay_conf(ngx_conf_t *cf, LocConf *prev, LocConf *conf);
 
 // ngx_fly_variables.cpp
 ngx_int_t add_variables(ngx_conf_t *cf);
 
 // ngx_fly_replay.cpp
 ngx_int_t replay_init(ngx_conf_t *cf);          // postconfiguration part
+// merge_loc_conf: `conf` forwards through fly_replay_forward; its server
+// must have that named location (replay_init checks); false on no memory.
+bool remember_forward_use(ngx_conf_t *cf, const LocConf *conf);
 
-// ngx_fly_cache.cpp
+// ngx_fly_cache_lookup.cpp
 ngx_int_t cache_init(ngx_conf_t *cf);           // postconfiguration part
 
+// ngx_fly_purge.cpp: fly_cache_purge (parsed and merged with the purge
+// code it configures).
+char *set_cache_purge(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept;
+void merge_cache_purge(LocConf *prev, LocConf *conf);
+
+// ngx_fly_cache_invalidate.cpp: fly_cache_purge_on_write.
+char *set_cache_purge_on_write(ngx_conf_t *cf, ngx_command_t *cmd,
+                               void *conf) noexcept;
+
+// ngx_fly_event.cpp (with the rest of the event glue)
 // Logs at most once per second per worker for each `slot` (a static
 // time_t the caller owns), so a Redis outage cannot flood the log.
 bool log_allowed(time_t *slot);

@@ -1,7 +1,9 @@
 // fly-edge nginx shell: every directive, and the creation, merging and
 // checking of the configuration.  Values are validated here so that a
 // mistake fails `nginx -t` with the file and line of the directive.
+// The fly_replay* handlers and merge are in ngx_fly_conf_replay.cpp.
 #include "ngx_fly.hpp"
+#include "core/http_text.hpp"
 #include "core/url.hpp"
 
 #include <cstdlib>
@@ -11,15 +13,6 @@
 namespace fly {
 
 namespace {
-
-using core::ReplayMode;
-
-ngx_conf_enum_t replay_modes[] = {
-    {ngx_string("off"), static_cast<ngx_uint_t>(ReplayMode::off)},
-    {ngx_string("on"), static_cast<ngx_uint_t>(ReplayMode::on)},
-    {ngx_string("always"), static_cast<ngx_uint_t>(ReplayMode::always)},
-    {ngx_null_string, 0},
-};
 
 bool to_ngx(ngx_pool_t *pool, const std::string &in, ngx_str_t &out)
 {
@@ -56,6 +49,8 @@ bool expand_arg(ngx_conf_t *cf, ngx_uint_t i, ngx_str_t &out)
     return to_ngx(cf->pool, expanded, out);
 }
 
+}  // namespace
+
 void remember_place(ngx_conf_t *cf, ngx_str_t &file, ngx_uint_t &line)
 {
     if (line == 0 && cf->conf_file != nullptr) {
@@ -64,11 +59,53 @@ void remember_place(ngx_conf_t *cf, ngx_str_t &file, ngx_uint_t &line)
     }
 }
 
-MainConf *main_conf(ngx_conf_t *cf)
+// METHOD ... into a core::Method bit set; `allowed` limits the choice.
+// With `names`, any other method token is accepted too and kept there
+// (std::string_view elements, pointing into the configuration's memory).
+char *set_methods(ngx_conf_t *cf, ngx_command_t *cmd, ngx_uint_t &bits,
+                  uint32_t allowed, ngx_array_t **names)
 {
-    return static_cast<MainConf *>(
-        ngx_http_conf_get_module_main_conf(cf, ngx_http_fly_edge_module));
+    if (bits != NGX_CONF_UNSET_UINT) {
+        return const_cast<char *>("is duplicate");
+    }
+    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
+    bits = 0;
+    for (ngx_uint_t i = 1; i < cf->args->nelts; i++) {
+        std::string_view name = view(value[i]);
+        uint32_t m = core::method_from_name(name);
+        if (m != 0 && (m & allowed) != 0) {
+            bits |= m;
+            continue;
+        }
+        if (names == nullptr || m != 0 || !core::is_token(name)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\": invalid method \"%V\"",
+                               &cmd->name, &value[i]);
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        if (!core::nginx_accepts_method(name)) {
+            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                               "\"%V\": method \"%V\" never matches: nginx "
+                               "answers 400 to a method that is not made of "
+                               "upper-case letters, \"_\" and \"-\"",
+                               &cmd->name, &value[i]);
+        }
+        if (*names == nullptr) {
+            *names = ngx_array_create(cf->pool, 2, sizeof(std::string_view));
+            if (*names == nullptr) {
+                return static_cast<char *>(NGX_CONF_ERROR);
+            }
+        }
+        auto *slot = static_cast<std::string_view *>(ngx_array_push(*names));
+        if (slot == nullptr) {
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+        *slot = name;
+    }
+    return static_cast<char *>(NGX_CONF_OK);
 }
+
+namespace {
 
 // Runs a directive handler body, turning any C++ exception into a
 // configuration error.
@@ -140,142 +177,11 @@ char *set_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
     });
 }
 
-// fly_replay off | on | always;
-char *set_replay(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
-{
-    auto *lcf = static_cast<LocConf *>(conf);
-    if (lcf->replay != NGX_CONF_UNSET_UINT) {
-        return const_cast<char *>("is duplicate");
-    }
-    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
-    for (ngx_conf_enum_t *e = replay_modes; e->name.len; e++) {
-        if (e->name.len == value[1].len
-            && ngx_strncmp(e->name.data, value[1].data, value[1].len) == 0)
-        {
-            lcf->replay = e->value;
-            if (e->value != static_cast<ngx_uint_t>(ReplayMode::off)) {
-                MainConf *mcf = main_conf(cf);
-                remember_place(cf, mcf->need_region_file,
-                               mcf->need_region_line);
-            }
-            return static_cast<char *>(NGX_CONF_OK);
-        }
-    }
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "\"%V\": invalid value \"%V\", expected \"off\", "
-                       "\"on\" or \"always\"", &cmd->name, &value[1]);
-    return static_cast<char *>(NGX_CONF_ERROR);
-}
-
-// METHOD ... into a core::Method bit set; `allowed` limits the choice.
-char *set_methods(ngx_conf_t *cf, ngx_command_t *cmd, ngx_uint_t &bits,
-                  uint32_t allowed)
-{
-    if (bits != NGX_CONF_UNSET_UINT) {
-        return const_cast<char *>("is duplicate");
-    }
-    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
-    bits = 0;
-    for (ngx_uint_t i = 1; i < cf->args->nelts; i++) {
-        uint32_t m = core::method_from_name(std::string_view(
-            reinterpret_cast<const char *>(value[i].data), value[i].len));
-        if (m == 0 || (m & allowed) == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"%V\": invalid method \"%V\"",
-                               &cmd->name, &value[i]);
-            return static_cast<char *>(NGX_CONF_ERROR);
-        }
-        bits |= m;
-    }
-    return static_cast<char *>(NGX_CONF_OK);
-}
-
-char *set_replay_methods(ngx_conf_t *cf, ngx_command_t *cmd,
-                         void *conf) noexcept
-{
-    return set_methods(cf, cmd, static_cast<LocConf *>(conf)->replay_methods,
-                       ~0u);
-}
-
 char *set_cache_methods(ngx_conf_t *cf, ngx_command_t *cmd,
                         void *conf) noexcept
 {
     return set_methods(cf, cmd, static_cast<LocConf *>(conf)->cache_methods,
-                       core::kGet | core::kHead);
-}
-
-// fly_replay_status CODE;
-char *set_replay_status(ngx_conf_t *cf, ngx_command_t *cmd,
-                        void *conf) noexcept
-{
-    auto *lcf = static_cast<LocConf *>(conf);
-    if (lcf->replay_status != NGX_CONF_UNSET_UINT) {
-        return const_cast<char *>("is duplicate");
-    }
-    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
-    ngx_int_t n = ngx_atoi(value[1].data, value[1].len);
-    if (n < 200 || n > 599) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\": invalid status \"%V\", "
-                           "expected a code from 200 to 599",
-                           &cmd->name, &value[1]);
-        return static_cast<char *>(NGX_CONF_ERROR);
-    }
-    lcf->replay_status = n;
-    return static_cast<char *>(NGX_CONF_OK);
-}
-
-// fly_replay_sticky TIME | off;
-char *set_replay_sticky(ngx_conf_t *cf, ngx_command_t *cmd,
-                        void *conf) noexcept
-{
-    auto *lcf = static_cast<LocConf *>(conf);
-    if (lcf->replay_sticky != NGX_CONF_UNSET) {
-        return const_cast<char *>("is duplicate");
-    }
-    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
-    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
-        lcf->replay_sticky = 0;
-        return static_cast<char *>(NGX_CONF_OK);
-    }
-    ngx_int_t t = ngx_parse_time(&value[1], 1);
-    if (t == NGX_ERROR || t == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\": invalid time \"%V\"", &cmd->name,
-                           &value[1]);
-        return static_cast<char *>(NGX_CONF_ERROR);
-    }
-    lcf->replay_sticky = t;
-    return static_cast<char *>(NGX_CONF_OK);
-}
-
-// fly_replay_forward @name [always];
-char *set_replay_forward(ngx_conf_t *cf, ngx_command_t *cmd,
-                         void *conf) noexcept
-{
-    auto *lcf = static_cast<LocConf *>(conf);
-    if (lcf->replay_forward.data != nullptr) {
-        return const_cast<char *>("is duplicate");
-    }
-    auto *value = static_cast<ngx_str_t *>(cf->args->elts);
-    if (value[1].len < 2 || value[1].data[0] != '@') {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\": \"%V\" is not a named location "
-                           "(\"@name\")", &cmd->name, &value[1]);
-        return static_cast<char *>(NGX_CONF_ERROR);
-    }
-    lcf->replay_forward = value[1];
-    lcf->replay_forward_always = 0;
-    if (cf->args->nelts == 3) {
-        if (value[2].len != 6 || ngx_strncmp(value[2].data, "always", 6) != 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"%V\": invalid parameter \"%V\", "
-                               "expected \"always\"", &cmd->name, &value[2]);
-            return static_cast<char *>(NGX_CONF_ERROR);
-        }
-        lcf->replay_forward_always = 1;
-    }
-    return static_cast<char *>(NGX_CONF_OK);
+                       core::kGet | core::kHead, nullptr);
 }
 
 // fly_cache on | off;
@@ -353,19 +259,23 @@ char *set_cache_valid(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
     return static_cast<char *>(NGX_CONF_OK);
 }
 
-// fly_cache_status_header NAME | off;
-char *set_status_header(ngx_conf_t *cf, ngx_command_t *cmd,
-                        void *conf) noexcept
+// A header name directive (letters, digits, '-', '_') stored at
+// cmd->offset; `off` (when allowed) stores an empty name; cmd->post, when
+// set, is a name the directive refuses (an ngx_str_t).
+char *set_header_name_or_off(ngx_conf_t *cf, ngx_command_t *cmd, void *conf,
+                             bool off_allowed)
 {
-    auto *lcf = static_cast<LocConf *>(conf);
-    if (lcf->cache_status_header.data != nullptr) {
+    auto *field = reinterpret_cast<ngx_str_t *>(static_cast<char *>(conf)
+                                                + cmd->offset);
+    if (field->data != nullptr) {
         return const_cast<char *>("is duplicate");
     }
     auto *value = static_cast<ngx_str_t *>(cf->args->elts);
-    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
-        lcf->cache_status_header.data = reinterpret_cast<u_char *>(
-            const_cast<char *>(""));
-        lcf->cache_status_header.len = 0;
+    if (off_allowed && value[1].len == 3
+        && ngx_strncmp(value[1].data, "off", 3) == 0)
+    {
+        field->data = reinterpret_cast<u_char *>(const_cast<char *>(""));
+        field->len = 0;
         return static_cast<char *>(NGX_CONF_OK);
     }
     for (size_t i = 0; i <= value[1].len; i++) {
@@ -377,9 +287,33 @@ char *set_status_header(ngx_conf_t *cf, ngx_command_t *cmd,
             return static_cast<char *>(NGX_CONF_ERROR);
         }
     }
-    lcf->cache_status_header = value[1];
+    auto *refused = static_cast<const ngx_str_t *>(cmd->post);
+    if (refused != nullptr && value[1].len == refused->len
+        && ngx_strncasecmp(value[1].data, refused->data, refused->len) == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": \"%V\" cannot be used here",
+                           &cmd->name, &value[1]);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    *field = value[1];
     return static_cast<char *>(NGX_CONF_OK);
 }
+
+// fly_cache_status_header NAME | off; fly_cache_control_header NAME | off;
+char *set_header_name(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
+{
+    return set_header_name_or_off(cf, cmd, conf, true);
+}
+
+// fly_cache_tags_header NAME;
+char *set_tags_header(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
+{
+    return set_header_name_or_off(cf, cmd, conf, false);
+}
+
+// fly_cache_control_header names a field that stands in for Cache-Control.
+ngx_str_t cache_control_name = ngx_string("Cache-Control");
 
 // fly_cache_min_ttl TIME; fly_cache_max_ttl TIME; checked against each
 // other when both are set at the same level (and again when merging).
@@ -425,11 +359,15 @@ ngx_command_t commands[] = {
      ngx_conf_set_msec_slot, FLY_MAIN(redis_timeout), nullptr},
 
     {ngx_string("fly_replay"), kAnyLevel | NGX_CONF_TAKE1, set_replay,
-     FLY_LOC(replay), replay_modes},
+     FLY_LOC(replay), nullptr},
     {ngx_string("fly_replay_methods"), kAnyLevel | NGX_CONF_1MORE,
      set_replay_methods, FLY_LOC(replay_methods), nullptr},
     {ngx_string("fly_replay_bypass"), kAnyLevel | NGX_CONF_1MORE,
      ngx_http_set_predicate_slot, FLY_LOC(replay_bypass), nullptr},
+    {ngx_string("fly_replay_when"), kAnyLevel | NGX_CONF_1MORE,
+     ngx_http_set_predicate_slot, FLY_LOC(replay_when), nullptr},
+    {ngx_string("fly_replay_on_status"), kAnyLevel | NGX_CONF_1MORE,
+     set_replay_on_status, FLY_LOC(replay_on_status), nullptr},
     {ngx_string("fly_replay_status"), kAnyLevel | NGX_CONF_TAKE1,
      set_replay_status, FLY_LOC(replay_status), nullptr},
     {ngx_string("fly_replay_sticky"), kAnyLevel | NGX_CONF_TAKE1,
@@ -460,7 +398,21 @@ ngx_command_t commands[] = {
     {ngx_string("fly_cache_ignore_set_cookie"), kAnyLevel | NGX_CONF_FLAG,
      ngx_conf_set_flag_slot, FLY_LOC(cache_ignore_set_cookie), nullptr},
     {ngx_string("fly_cache_status_header"), kAnyLevel | NGX_CONF_TAKE1,
-     set_status_header, FLY_LOC(cache_status_header), nullptr},
+     set_header_name, FLY_LOC(cache_status_header), nullptr},
+    {ngx_string("fly_cache_control_header"), kAnyLevel | NGX_CONF_TAKE1,
+     set_header_name, FLY_LOC(cache_control_header), &cache_control_name},
+    {ngx_string("fly_cache_control_pass"), kAnyLevel | NGX_CONF_FLAG,
+     ngx_conf_set_flag_slot, FLY_LOC(cache_control_pass), nullptr},
+    {ngx_string("fly_cache_fence"), kAnyLevel | NGX_CONF_TAKE1,
+     ngx_conf_set_msec_slot, FLY_LOC(cache_fence), nullptr},
+    {ngx_string("fly_cache_tags_header"), kAnyLevel | NGX_CONF_TAKE1,
+     set_tags_header, FLY_LOC(cache_tags_header), nullptr},
+    {ngx_string("fly_cache_tags_pass"), kAnyLevel | NGX_CONF_FLAG,
+     ngx_conf_set_flag_slot, FLY_LOC(cache_tags_pass), nullptr},
+    {ngx_string("fly_cache_purge"), kAnyLevel | NGX_CONF_ANY,
+     set_cache_purge, FLY_LOC(cache_purge), nullptr},
+    {ngx_string("fly_cache_purge_on_write"), kAnyLevel | NGX_CONF_2MORE,
+     set_cache_purge_on_write, FLY_LOC(cache_purge_on_write), nullptr},
 
     ngx_null_command
 };
@@ -645,15 +597,10 @@ void *create_loc_conf(ngx_conf_t *cf)
     if (lcf == nullptr) {
         return nullptr;
     }
-    // ngx_pcalloc set: replay_forward, cache_key, cache_valid,
-    // cache_status_header (null data = unset).
-    lcf->replay = NGX_CONF_UNSET_UINT;
-    lcf->replay_methods = NGX_CONF_UNSET_UINT;
-    lcf->replay_bypass = static_cast<ngx_array_t *>(NGX_CONF_UNSET_PTR);
-    lcf->replay_status = NGX_CONF_UNSET_UINT;
-    lcf->replay_sticky = NGX_CONF_UNSET;
-    lcf->replay_max_body = NGX_CONF_UNSET_SIZE;
-    lcf->replay_forward_always = NGX_CONF_UNSET;
+    // ngx_pcalloc set: cache_key, cache_valid, cache_status_header,
+    // cache_control_header, cache_tags_header (null data = unset),
+    // cache_purge (nullptr = unset).
+    init_replay_conf(lcf);
 
     lcf->cache = NGX_CONF_UNSET;
     lcf->cache_methods = NGX_CONF_UNSET_UINT;
@@ -663,6 +610,10 @@ void *create_loc_conf(ngx_conf_t *cf)
     lcf->cache_min_ttl = NGX_CONF_UNSET;
     lcf->cache_max_ttl = NGX_CONF_UNSET;
     lcf->cache_ignore_set_cookie = NGX_CONF_UNSET;
+    lcf->cache_control_pass = NGX_CONF_UNSET;
+    lcf->cache_fence = NGX_CONF_UNSET_MSEC;
+    lcf->cache_tags_pass = NGX_CONF_UNSET;
+    lcf->cache_purge_on_write = static_cast<ngx_array_t *>(NGX_CONF_UNSET_PTR);
     return lcf;
 }
 
@@ -671,21 +622,9 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     auto *prev = static_cast<LocConf *>(parent);
     auto *conf = static_cast<LocConf *>(child);
 
-    ngx_conf_merge_uint_value(conf->replay, prev->replay,
-                              static_cast<ngx_uint_t>(ReplayMode::off));
-    ngx_conf_merge_uint_value(conf->replay_methods, prev->replay_methods,
-                              core::kDefaultReplayMethods);
-    ngx_conf_merge_ptr_value(conf->replay_bypass, prev->replay_bypass, nullptr);
-    ngx_conf_merge_uint_value(conf->replay_status, prev->replay_status, 409);
-    ngx_conf_merge_value(conf->replay_sticky, prev->replay_sticky, 0);
-    ngx_conf_merge_size_value(conf->replay_max_body, prev->replay_max_body,
-                              1024 * 1024);
-    if (conf->replay_forward.data == nullptr) {
-        conf->replay_forward = prev->replay_forward;
-        conf->replay_forward_always = prev->replay_forward_always;
+    if (merge_replay_conf(cf, prev, conf) != NGX_CONF_OK) {
+        return static_cast<char *>(NGX_CONF_ERROR);
     }
-    ngx_conf_merge_value(conf->replay_forward_always,
-                         prev->replay_forward_always, 0);
 
     ngx_conf_merge_value(conf->cache, prev->cache, 0);
     if (conf->cache_key == nullptr) {
@@ -724,6 +663,16 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                          prev->cache_ignore_set_cookie, 0);
     ngx_conf_merge_str_value(conf->cache_status_header,
                              prev->cache_status_header, "");
+    ngx_conf_merge_str_value(conf->cache_control_header,
+                             prev->cache_control_header, "");
+    ngx_conf_merge_value(conf->cache_control_pass, prev->cache_control_pass, 0);
+    ngx_conf_merge_msec_value(conf->cache_fence, prev->cache_fence, 2000);
+    ngx_conf_merge_str_value(conf->cache_tags_header, prev->cache_tags_header,
+                             "Cache-Tag");
+    ngx_conf_merge_value(conf->cache_tags_pass, prev->cache_tags_pass, 0);
+    ngx_conf_merge_ptr_value(conf->cache_purge_on_write,
+                             prev->cache_purge_on_write, nullptr);
+    merge_cache_purge(prev, conf);
 
     if (conf->cache_ttl_line == 0) {
         conf->cache_ttl_file = prev->cache_ttl_file;

@@ -1,18 +1,22 @@
 // fly-edge nginx shell: a non-blocking Redis client on nginx's event loop.
 //
 // One client per endpoint per worker, each with one persistent connection
-// made with hiredis's async API and driven by nginx events.  Commands
-// issued while handling one batch of events are written together (one
-// write per event-loop iteration), so concurrent requests share round
-// trips; the replies awaited at once are bounded (by bytes expected, so
-// that large replies do not pile up in socket buffers; more commands wait
-// in the client, in order).  Replies are read until the socket would block
-// (edge-triggered epoll), parsed by the client itself (a large string
-// reply is received straight into the block that becomes reply->str) and
-// dispatched in order.  Every wait has a timer; on any error the pending
-// commands fail (callback with nullptr), the connection is closed and a
-// new one is tried after a backoff; during the backoff command() fails at
-// once, so a Redis that is down adds no delay.
+// (ngx_fly_redis_link.hpp).  Commands issued while handling one batch of
+// events are written together (one write per event-loop iteration), so
+// concurrent requests share round trips; the replies awaited at once are
+// bounded (by bytes expected, so that large replies do not pile up in
+// socket buffers; more commands wait in the client, in order).  Replies
+// are read until the socket would block, parsed by the core's RESP reader
+// (a large string reply is received straight into the block that becomes
+// reply->str) and dispatched in order.
+//
+// Every wait has a timer.  A command must be written within the command
+// timeout and answered within the timeout of its write; if not, it alone
+// fails (callback with nullptr) and a late reply is discarded.  The
+// connection is dropped only when Redis sends nothing for the liveness
+// period (max(1 s, 5 x timeout)) or on an error; then every pending command
+// fails, a new connection is tried after a backoff, and meanwhile command()
+// fails at once, so a Redis that is down adds no delay.
 #pragma once
 
 #include "ngx_fly.hpp"

@@ -210,16 +210,6 @@ ngx_table_elt_t *push_header(ngx_http_request_t *r, std::string_view name,
     return h;
 }
 
-bool log_allowed(time_t *slot)
-{
-    time_t now = ngx_time();
-    if (*slot == now) {
-        return false;
-    }
-    *slot = now;
-    return true;
-}
-
 }  // namespace fly
 
 ngx_module_t ngx_http_fly_edge_module = {

@@ -181,12 +181,16 @@ $r = send_request(path => '/?replay=region=xyz', region => 'atl');
 is($r->{status}, 502, 'unknown region without fallback: 502');
 is($r->{headers}{'fly-emulator-error'}, 'PR04', 'PR04');
 
-# scl's app answers after 2 s; the replay's timeout is 300 ms
-$r = send_request(path => '/slow?ms=2000&replay=region=scl;timeout=300ms;fallback=prefer_self', region => 'atl');
+# the replay's timeout is 300 ms; scl's app answers after 5 times the bound
+# the answer must come within (the emulator closes the hop that timed out,
+# so scl's nginx drops that request at once)
+my $bound = scaled(2);
+my $slow = int(5000 * $bound);
+$r = send_request(path => "/slow?ms=$slow&replay=region=scl;timeout=300ms;fallback=prefer_self", region => 'atl');
 is($r->{status}, 200, 'timeout with fallback: back to atl');
 like($r->{content}, qr/region=scl;replay_source=$atl;reason=timeout;elapsed_ms=\d+/, 'reason=timeout');
-cmp_ok($r->{elapsed}, '<', 1.5, 'without waiting for the slow region');
-$r = send_request(path => '/slow?ms=2000&replay=region=scl;timeout=300ms', region => 'atl');
+cmp_ok($r->{elapsed}, '<', $bound, "without waiting for the slow region (within $bound s; it answers after ${slow} ms)");
+$r = send_request(path => "/slow?ms=$slow&replay=region=scl;timeout=300ms", region => 'atl');
 is($r->{status}, 504, 'timeout without fallback: 504');
 
 $t->stop_nginx('scl');
@@ -274,7 +278,7 @@ location / {
 location / { add_header fly-replay "region=scl;state=ws" always; return 409; }
 --- test
 for my $r (qw(ord atl)) {
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->emulator_port($r), Timeout => 5) or die;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->emulator_port($r), Timeout => scaled(5)) or die;
     print $s "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
            . "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     my $head = '';

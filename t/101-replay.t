@@ -5,6 +5,10 @@
 use FlyEdge::Test;
 use Digest::SHA qw(sha256_hex);
 
+# The sticky window of TEST 8 (whole seconds): the requests that must fall
+# inside it take a small part of it, also on a slow machine.
+our $STICKY = 1 + int(scaled(1) + 0.999);    # 2, 5 in the sanitizer pass
+
 run_tests();
 
 __DATA__
@@ -25,7 +29,7 @@ for my $r (qw(atl ord)) {
     is($title, "from $r", "the row written from $r is on the primary");
     my $seen = $t->wait_until(sub {
         ($t->dbh($r)->selectrow_array('SELECT title FROM posts WHERE id = ?', undef, $id))[0]
-    }, 10);
+    }, scaled(10));
     is($seen, "from $r", "and shortly after on the replica that serves $r");
 
     for my $m (qw(PUT PATCH)) {
@@ -155,16 +159,15 @@ fly_replay_status 307;
 
 
 === TEST 8: sticky: after a write, the client's reads go to scl until the cookie's time has passed
---- http_config
-fly_replay on;
-fly_replay_sticky 2s;
+--- http_config eval
+"fly_replay on;\nfly_replay_sticky ${main::STICKY}s;\n"
 --- cookie_jar
 --- test
 my $w = send_request(method => 'POST', path => '/posts', region => 'atl',
                      headers => { 'Content-Type' => 'application/json' }, body => '{"title":"sticky"}');
 is($w->{status}, 201, 'the write succeeds');
 is($w->{headers}{'fly-emulator-region'}, 'scl', 'the write ran in scl');
-like($w->{headers}{'set-cookie'}, qr/^fly-replay-until=\d+; Max-Age=2; Path=\/; HttpOnly; SameSite=Lax$/,
+like($w->{headers}{'set-cookie'}, qr/^fly-replay-until=\d+; Max-Age=$main::STICKY; Path=\/; HttpOnly; SameSite=Lax$/,
      'scl set the sticky cookie');
 my $id = json_decode($w->{content})->{id};
 my $r = send_request(path => "/posts/$id", region => 'atl');
@@ -173,7 +176,8 @@ is($r->{headers}{'fly-emulator-region'}, 'scl', 'and is answered by scl');
 is($r->{headers}{'fly-emulator-route'}, 'atl>scl', 'replayed from atl');
 my $direct = send_request(path => '/posts', region => 'atl', direct => 1);
 is($direct->{headers}{'fly-replay'}, 'region=scl;state=sticky', 'state=sticky');
-sleep 3;
+ok($t->wait_until(sub { !defined cookie_jar()->cookie('fly-replay-until') }, scaled(5) + $main::STICKY),
+   'the cookie expires after its Max-Age');
 my $later = send_request(path => '/posts', region => 'atl');
 is($later->{headers}{'fly-emulator-region'}, 'atl', 'once the time has passed atl answers again');
 my $fail = send_request(method => 'POST', path => '/hdr?status=500', region => 'scl', direct => 1, body => 'x');
@@ -282,8 +286,8 @@ location / { proxy_pass http://app; }
 === TEST 13: fly_replay_forward ... always: a POST sent straight to atl (no Fly proxy) is handled by scl
 --- http_config
 fly_replay on;
-fly_replay_forward @primary always;
 --- config
+fly_replay_forward @primary always;
 location / { proxy_pass http://app; }
 location @primary { proxy_pass http://127.0.0.1:%%NGINX_PORT_SCL%%; }
 --- test
@@ -343,7 +347,7 @@ location = /ws-local {
 --- test
 for my $case (['/ws', 'scl'], ['/ws-local', 'atl']) {
     my ($path, $want) = @$case;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->emulator_port('atl'), Timeout => 5) or die;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->emulator_port('atl'), Timeout => scaled(5)) or die;
     print $s "GET $path HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
            . "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     my $head = '';

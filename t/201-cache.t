@@ -4,6 +4,15 @@
 use FlyEdge::Test;
 use Digest::SHA qw(sha256_hex);
 
+# The region's Redis; its timeouts only guard against a hang here (none of
+# these tests is about a slow Redis), so they are generous and scaled: a
+# busy machine never turns a healthy lookup into an ERROR.
+our $HTTP = sprintf(<<'EOF', (scaled(2) * 1000) x 2);
+fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+fly_redis_timeout %dms;
+fly_redis_connect_timeout %dms;
+EOF
+
 our $CACHE = <<'EOF';
 location / {
     fly_cache on;
@@ -34,8 +43,7 @@ run_tests();
 __DATA__
 
 === TEST 1: text, binary, gzip and chunked bodies come back byte-identical, headers preserved
---- http_config
-fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+--- http_config eval: $main::HTTP
 --- config eval: $main::CACHE
 --- test
 my $cc = 'Cache-Control=public%2C%20max-age%3D60';
@@ -57,8 +65,7 @@ is($gz->{headers}{'content-encoding'}, 'gzip', 'a gzip body stays gzip-encoded')
 
 
 === TEST 2: a HEAD is answered from the GET entry, without a body
---- http_config
-fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+--- http_config eval: $main::HTTP
 --- config eval: $main::CACHE
 --- test
 my $p = '/big?size=1234&t=2&Cache-Control=max-age%3D60';
@@ -72,26 +79,37 @@ is($head->{headers}{'x-origin-count'}, $m->{headers}{'x-origin-count'}, 'the app
 
 
 === TEST 3: Age grows and the entry expires with its freshness
---- http_config
-fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+--- http_config eval: $main::HTTP
 --- config eval: $main::CACHE
 --- test
-my $p = '/big?size=100&t=3&Cache-Control=max-age%3D3';
+# max-age 3 s (more on a slow machine: the polls below must fit in a second)
+my $life = 2 + int(scaled(1) + 0.999);
+my $p = "/big?size=100&t=3&Cache-Control=max-age%3D$life";
 main::miss_then_hit($p);
-sleep 2;
-my $later = send_request(path => $p, region => 'scl', direct => 1);
-is($later->{headers}{'x-cache'}, 'HIT', 'still fresh after 2 s');
-cmp_ok($later->{headers}{age}, '>=', 1, 'Age grew');
-sleep 2;
-my $gone = send_request(path => $p, region => 'scl', direct => 1);
-like($gone->{headers}{'x-cache'}, qr/^(MISS|EXPIRED)$/, 'gone after max-age');
+my @seen;
+my $get = sub {
+    my $r = send_request(path => $p, region => 'scl', direct => 1);
+    push @seen, ($r->{headers}{'x-cache'} // '-') . ' Age ' . ($r->{headers}{age} // '-');
+    return $r;
+};
+# HITs while fresh, until Age reaches max-age - 1 (the last fresh second)
+my $later = $t->wait_until(sub {
+    my $r = $get->();
+    return { fail => $r } if ($r->{headers}{'x-cache'} // '') ne 'HIT';
+    return ($r->{headers}{age} // 0) >= $life - 1 ? $r : undef;
+}, scaled(5) + $life);
+ok($later && !$later->{fail}, "still fresh (HIT) with Age " . ($life - 1) . " of max-age $life") or diag("seen: @seen");
+# then, once the lifetime is over, gone
+my $gone = $t->wait_until(sub { my $r = $get->(); ($r->{headers}{'x-cache'} // '') ne 'HIT' ? $r : undef },
+                          scaled(5) + $life);
+like($gone ? $gone->{headers}{'x-cache'} // '' : 'still a HIT', qr/^(MISS|EXPIRED)$/, 'gone after max-age')
+    or diag("seen: @seen");
 my $again = send_request(path => $p, region => 'scl', direct => 1);
 is($again->{headers}{'x-cache'}, 'HIT', 'and filled again');
 
 
 === TEST 4: the default key includes the host: two hosts, two entries
---- http_config
-fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+--- http_config eval: $main::HTTP
 --- config eval: $main::CACHE
 --- test
 my $p = '/hdr?t=4&Cache-Control=max-age%3D60&echo=Host';
@@ -104,8 +122,7 @@ like($keys[0], qr{^fly:httpa\.example/hdr\?t=4}, 'key has scheme, host and URI')
 
 
 === TEST 5: fly_cache_key with variables
---- http_config
-fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+--- http_config eval: $main::HTTP
 --- config
 location / {
     fly_cache on;
@@ -122,8 +139,7 @@ is(($t->redis_cli('scl', 'EXISTS', 'fly:/big|1'))[0], 1, 'the configured key is 
 
 
 === TEST 6: a large response that spills to a temporary file, and an unbuffered one, are stored whole
---- http_config
-fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+--- http_config eval: $main::HTTP
 --- config
 location / {
     fly_cache on;
@@ -149,8 +165,7 @@ for my $p ('/big?size=300000&t=6&Cache-Control=max-age%3D60', '/bin?size=2000000
 
 
 === TEST 7: access checks still guard cached pages (the lookup runs after the access phase)
---- http_config
-fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+--- http_config eval: $main::HTTP
 --- config
 location /open/ {
     fly_cache on;
@@ -176,8 +191,7 @@ location /guarded/ {
 
 
 === TEST 8: writes and other methods are never answered from the cache; POST goes to the app
---- http_config
-fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+--- http_config eval: $main::HTTP . "fly_cache_fence 0;\n"
 --- config eval: $main::CACHE
 --- test
 my $p = '/hdr?t=8&Cache-Control=max-age%3D60&body=cached';
@@ -194,21 +208,25 @@ is(send_request(path => $p, region => 'scl', direct => 1)->{headers}{'x-cache'},
 
 
 === TEST 9: a fill in atl stays in atl; a fill in scl reaches every region
---- http_config
-fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+--- http_config eval: $main::HTTP
 --- config eval: $main::CACHE
 --- test
 my $p = '/big?size=50&t=9&Cache-Control=max-age%3D60';
 main::miss_then_hit($p, region => 'atl');
 my $key = (grep { /t=9/ } $t->redis_cli('atl', 'KEYS', 'fly:*'))[0];
 ok($key, "atl's Redis has the entry: $key");
-sleep 0.5;
+# a marker written on the primary afterwards: once a replica has it, it is caught up
+my $marker = "marker-t9-" . time;
+$t->redis('scl')->set($marker, 1);
+for my $r (qw(ord atl)) {
+    ok($t->wait_until(sub { $t->redis($r)->get($marker) }, scaled(5)), "$r caught up with the primary");
+}
 is(($t->redis_cli($_, 'EXISTS', $key))[0], 0, "not on $_") for qw(scl ord);
 my $q = '/big?size=60&t=9b&Cache-Control=max-age%3D60';
 main::miss_then_hit($q, region => 'scl');
 my $k2 = (grep { /t=9b/ } $t->redis_cli('scl', 'KEYS', 'fly:*'))[0];
 for my $r (qw(ord atl)) {
-    ok($t->wait_until(sub { ($t->redis_cli($r, 'EXISTS', $k2))[0] }, 5), "the scl fill replicated to $r");
+    ok($t->wait_until(sub { ($t->redis_cli($r, 'EXISTS', $k2))[0] }, scaled(5)), "the scl fill replicated to $r");
 }
 my $ord = send_request(path => $q, region => 'ord', direct => 1);
 is($ord->{headers}{'x-cache'}, 'HIT', 'and ord answers it as a HIT without its app');
@@ -216,8 +234,7 @@ is($ord->{headers}{'x-app-region'}, 'scl', 'the stored response came from scl');
 
 
 === TEST 10: many concurrent HITs on keepalive connections, both workers, all correct
---- http_config
-fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
+--- http_config eval: $main::HTTP
 --- config eval: $main::CACHE
 --- test
 my @paths = map { "/bin?size=" . (1000 * $_) . "&t=10&Cache-Control=max-age%3D60" } 1 .. 8;
@@ -228,7 +245,7 @@ for my $k (1 .. 8) {
     my $pid = fork // die;
     if (!$pid) {
         my $bad = 0;
-        my $ua = HTTP::Tiny->new(keep_alive => 1, timeout => 10);
+        my $ua = HTTP::Tiny->new(keep_alive => 1, timeout => scaled(10));
         for my $i (1 .. 50) {
             my $p = $paths[($i + $k) % @paths];
             my $res = $ua->get($t->nginx_url('scl') . $p);

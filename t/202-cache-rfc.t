@@ -7,6 +7,10 @@
 # Requests go straight to the scl nginx on one keep-alive connection (one
 # worker), so a fill is in Redis before the next lookup.  Each test uses its
 # own path (a `t` query parameter), since Redis keeps its keys between blocks.
+#
+# Entries whose expiry a test waits for live $SHORT seconds (2, more on a
+# slow machine: what must happen while they are fresh takes a small part of
+# that); their end is polled for, never slept for.
 use FlyEdge::Test;
 use Digest::SHA qw(sha256_hex);
 use IO::Socket::INET;
@@ -78,6 +82,9 @@ sub raw_origin {
 
 sub esc { my ($s) = @_; $s =~ s/([^A-Za-z0-9_.~-])/sprintf '%%%02X', ord $1/ge; $s }
 
+our $SHORT = 1 + int(scaled(1) + 0.999);    # seconds: the short lifetimes (2, 5 in the sanitizer pass)
+our $MAXTTL = 2 * $SHORT + 1;               # fly_cache_max_ttl of /maxttl/, seconds
+
 # url('/hdr', Name => value, ...): the demo app (or raw origin) answers with
 # those response headers, in that order.
 sub url {
@@ -124,6 +131,21 @@ sub stored_ok {
     return ($m, $h);
 }
 
+# Requests $path until it is no longer a HIT (every answer until then is a
+# HIT); it must then be a MISS or EXPIRED, at the latest a scaled margin
+# after its lifetime of $secs.
+sub gone_ok {
+    my ($path, $secs, $name) = @_;
+    my %seen;
+    my $r = main::topology()->wait_until(sub {
+        my $r = req($path);
+        $seen{xc($r) || '-'}++;
+        return xc($r) ne 'HIT' ? $r : undef;
+    }, $secs + scaled(5));
+    like($r ? xc($r) : 'still a HIT', qr/^(MISS|EXPIRED)$/, $name)
+        or diag('seen: ' . join(', ', map { "$_ x$seen{$_}" } sort keys %seen));
+}
+
 # MISS, MISS again: the origin answered both and nothing is in Redis.
 sub not_stored_ok {
     my ($path, $name, %o) = @_;
@@ -137,7 +159,10 @@ sub not_stored_ok {
     return ($m, $h);
 }
 
-our $HTTP = qq{fly_redis "redis://x:\${REDIS_PASSWORD}\@127.0.0.1:\${REDIS_PORT}/0";\n};
+# Redis's timeouts only guard against a hang here: generous and scaled, so a
+# busy machine never turns a healthy lookup or fill into an ERROR.
+our $HTTP = qq{fly_redis "redis://x:\${REDIS_PASSWORD}\@127.0.0.1:\${REDIS_PORT}/0";\n}
+          . sprintf("fly_redis_timeout %dms;\nfly_redis_connect_timeout %dms;\n", (scaled(2) * 1000) x 2);
 
 our $CACHE = <<'EOF';
 fly_cache on;
@@ -150,7 +175,7 @@ location /isc/ {
     proxy_pass http://app/;
 }
 location /v200/ {
-    fly_cache_valid 200 2s;
+    fly_cache_valid 200 SHORT_TTL;
     proxy_pass http://app/;
 }
 location /v404/ {
@@ -170,7 +195,7 @@ location /minttl/ {
     proxy_pass http://app/;
 }
 location /maxttl/ {
-    fly_cache_max_ttl 5s;
+    fly_cache_max_ttl MAX_TTL;
     proxy_pass http://app/;
 }
 location /bypass/ {
@@ -202,6 +227,8 @@ location /rawdate/ {
 }
 EOF
 $CACHE =~ s/ORIGIN_PORT/$ORIGIN_PORT/g;
+$CACHE =~ s/SHORT_TTL/${SHORT}s/g;
+$CACHE =~ s/MAX_TTL/${MAXTTL}s/g;
 
 run_tests();
 
@@ -344,23 +371,29 @@ is(main::xc(main::req($p, headers => { 'Accept-Language' => 'en' })), 'MISS', 'a
 --- config eval: $main::CACHE
 --- test
 my $now = time;
+my $S = $main::SHORT;
+my $A = $S + 2;
 my %p = (
-    smax   => main::url('/hdr', t => '8-smax', 'Cache-Control' => 's-maxage=2, max-age=100'),
+    smax   => main::url('/hdr', t => '8-smax', 'Cache-Control' => "s-maxage=$S, max-age=100"),
     max    => main::url('/hdr', t => '8-max', 'Cache-Control' => 'max-age=100', Expires => main::http_date($now - 3600)),
     exp    => main::url('/hdr', t => '8-exp', Expires => main::http_date($now + 60)),
-    age    => main::url('/hdr', t => '8-age', 'Cache-Control' => 'max-age=4', Age => '2'),
+    age    => main::url('/hdr', t => '8-age', 'Cache-Control' => "max-age=$A", Age => '2'),
 );
-for my $k (sort keys %p) { main::stored_ok($p{$k}, "freshness $k") }
+# the short-lived ones are checked right after they are stored
+main::stored_ok($p{smax}, 'freshness smax');
 my $smax = main::pttl(main::rkey($p{smax}));
-ok($smax > 0 && $smax <= 2000, "s-maxage=2 beats max-age=100 (Redis TTL $smax ms)");
-my $max = main::pttl(main::rkey($p{max}));
-ok($max > 90_000 && $max <= 100_000, "max-age=100 beats an Expires in the past (Redis TTL $max ms)");
-my $exp = main::pttl(main::rkey($p{exp}));
-ok($exp > 50_000 && $exp <= 61_000, "Expires in 60 s without Cache-Control (Redis TTL $exp ms)");
+ok($smax > 0 && $smax <= $S * 1000, "s-maxage=$S beats max-age=100 (Redis TTL $smax ms)");
+main::stored_ok($p{age}, 'freshness age');
 my $age = main::pttl(main::rkey($p{age}));
-ok($age > 0 && $age <= 2000, "max-age=4 with Age: 2 is fresh for 2 s more (Redis TTL $age ms)");
+ok($age > 0 && $age <= $S * 1000, "max-age=$A with Age: 2 is fresh for $S s more (Redis TTL $age ms)");
 my $hit = main::req($p{age});
 cmp_ok($hit->{headers}{age}, '>=', 2, "the HIT's Age counts the origin's Age");
+main::stored_ok($p{max}, 'freshness max');
+my $max = main::pttl(main::rkey($p{max}));
+ok($max > 90_000 && $max <= 100_000, "max-age=100 beats an Expires in the past (Redis TTL $max ms)");
+main::stored_ok($p{exp}, 'freshness exp');
+my $exp = main::pttl(main::rkey($p{exp}));
+ok($exp > 50_000 && $exp <= 61_000, "Expires in 60 s without Cache-Control (Redis TTL $exp ms)");
 
 main::not_stored_ok(main::url('/hdr', t => '8-past', Expires => main::http_date($now - 60)), 'Expires in the past');
 main::not_stored_ok(main::url('/hdr', t => '8-zero', Expires => '0'), 'Expires: 0');
@@ -368,10 +401,8 @@ main::not_stored_ok(main::url('/hdr', t => '8-junk', Expires => 'next tuesday'),
 main::not_stored_ok(main::url('/hdr', t => '8-old', 'Cache-Control' => 'max-age=5', Age => '10'), 'max-age=5 with Age: 10');
 main::not_stored_ok(main::url('/hdr', t => '8-eqage', 'Cache-Control' => 'max-age=5', Age => '5'), 'max-age=5 with Age: 5');
 
-sleep 2.5;
 for my $k (qw(smax age)) {
-    my $r = main::req($p{$k});
-    like(main::xc($r), qr/^(MISS|EXPIRED)$/, "$k: gone after its lifetime");
+    main::gone_ok($p{$k}, $S, "$k: gone after its lifetime");
 }
 is(main::xc(main::req($p{max})), 'HIT', 'max-age=100 is still fresh');
 
@@ -404,15 +435,16 @@ for my $loc ('/raw/', '/rawdate/') {
 main::not_stored_ok(main::url('/hdr', t => '10'), 'no freshness, no fly_cache_valid');
 main::not_stored_ok(main::url('/hdr', t => '10-404', status => 404), '404 without freshness, no fly_cache_valid');
 
+my $S = $main::SHORT;
 my $v = main::url('/v200/hdr', t => '10');
-main::stored_ok($v, 'fly_cache_valid 200 2s: a 200');
+main::stored_ok($v, "fly_cache_valid 200 ${S}s: a 200");
 my $ttl = main::pttl(main::rkey($v));
-ok($ttl > 0 && $ttl <= 2000, "stored for 2 s (Redis TTL $ttl ms)");
+ok($ttl > 0 && $ttl <= $S * 1000, "stored for $S s (Redis TTL $ttl ms)");
 my $own = main::url('/v200/hdr', t => '10-own', 'Cache-Control' => 'max-age=60');
-main::stored_ok($own, "fly_cache_valid 200 2s: a response's own max-age wins");
+main::stored_ok($own, "fly_cache_valid 200 ${S}s: a response's own max-age wins");
 $ttl = main::pttl(main::rkey($own));
 ok($ttl > 50_000, "stored for its max-age (Redis TTL $ttl ms)");
-main::not_stored_ok(main::url('/v200/hdr', t => '10-404', status => 404), 'fly_cache_valid 200 2s: a 404');
+main::not_stored_ok(main::url('/v200/hdr', t => '10-404', status => 404), "fly_cache_valid 200 ${S}s: a 404");
 main::not_stored_ok(main::url('/v200/hdr', t => '10-nostore', 'Cache-Control' => 'no-store'), 'fly_cache_valid does not override no-store');
 
 main::stored_ok(main::url('/v404/hdr', t => '10', status => 404), 'fly_cache_valid 404 30s: a 404');
@@ -433,8 +465,7 @@ for my $s (200, 301, 302) {
 }
 main::not_stored_ok(main::url('/vdef/hdr', t => '10', status => 404), 'fly_cache_valid 30s: a 404');
 
-sleep 2.5;
-like(main::xc(main::req($v)), qr/^(MISS|EXPIRED)$/, 'the fly_cache_valid 2s entry is gone after 2 s');
+main::gone_ok($v, $S, "the fly_cache_valid ${S}s entry is gone after $S s");
 
 
 === TEST 11: fly_cache_min_ttl and fly_cache_max_ttl clamp the lifetime
@@ -452,16 +483,17 @@ ok($ttl > 590_000, "a longer lifetime is kept (Redis TTL $ttl ms)");
 main::not_stored_ok(main::url('/minttl/hdr', t => '11-zero', 'Cache-Control' => 'max-age=0'),
                     'fly_cache_min_ttl does not make max-age=0 storable');
 
+my ($S, $M) = ($main::SHORT, $main::MAXTTL);
 for my $cc ('max-age=3600', 's-maxage=3600', 'public, max-age=86400') {
     my $max = main::url('/maxttl/hdr', t => "11-$cc", 'Cache-Control' => $cc);
-    main::stored_ok($max, "fly_cache_max_ttl 5s, $cc");
+    main::stored_ok($max, "fly_cache_max_ttl ${M}s, $cc");
     $ttl = main::pttl(main::rkey($max));
-    ok($ttl > 0 && $ttl <= 5000, "$cc lowered to 5 s (Redis TTL $ttl ms)");
+    ok($ttl > 0 && $ttl <= $M * 1000, "$cc lowered to $M s (Redis TTL $ttl ms)");
 }
-my $short = main::url('/maxttl/hdr', t => '11-short', 'Cache-Control' => 'max-age=2');
-main::stored_ok($short, 'fly_cache_max_ttl 5s, max-age=2');
+my $short = main::url('/maxttl/hdr', t => '11-short', 'Cache-Control' => "max-age=$S");
+main::stored_ok($short, "fly_cache_max_ttl ${M}s, max-age=$S");
 $ttl = main::pttl(main::rkey($short));
-ok($ttl > 0 && $ttl <= 2000, "a shorter lifetime is kept (Redis TTL $ttl ms)");
+ok($ttl > 0 && $ttl <= $S * 1000, "a shorter lifetime is kept (Redis TTL $ttl ms)");
 
 
 === TEST 12: statuses: 206, 304, a Range request, and a 500 without freshness are not stored; others with freshness are
@@ -526,11 +558,14 @@ my ($m, $h) = main::stored_ok($p, 'Age');
 ok(!defined $m->{headers}{age}, 'the MISS has no Age');
 like($h->{headers}{age}, qr/^\d+$/, 'the HIT carries Age');
 cmp_ok($h->{headers}{age}, '<=', 1, 'at first 0 or 1');
-sleep 1.2;
-my $later = main::req($p);
-is(main::xc($later), 'HIT', 'still a HIT');
-cmp_ok($later->{headers}{age}, '>=', 1, 'Age grew');
-cmp_ok($later->{headers}{age}, '>', $h->{headers}{age}, 'larger than on the first HIT');
+my $first = $h->{headers}{age} // 0;
+my $later = main::topology()->wait_until(sub {
+    my $r = main::req($p);
+    return (main::xc($r) ne 'HIT' || ($r->{headers}{age} // 0) > $first) ? $r : undef;
+}, scaled(5));
+is($later && main::xc($later), 'HIT', 'still a HIT');
+cmp_ok($later && $later->{headers}{age}, '>=', 1, 'Age grew');
+cmp_ok($later && $later->{headers}{age}, '>', $first, 'larger than on the first HIT');
 
 my $head = main::req($p, method => 'HEAD');
 is(main::xc($head), 'HIT', 'HEAD is answered from the GET entry');
@@ -678,5 +713,7 @@ for my $method (qw(POST PUT PATCH DELETE)) {
 }
 my $q = main::url('/hdr', t => '21-post', 'Cache-Control' => 'public, max-age=60');
 my $post = main::req($q, method => 'POST', body => 'x');
-ok(!main::key_exists(main::rkey($q)), 'a POST response with max-age is not stored');
+# the POST invalidated its own URI: a tombstone, never an entry
+like(main::topology()->redis('scl')->get(main::rkey($q)) // 'FLYT', qr/^FLYT/,
+     'a POST response with max-age is not stored');
 is(main::xc(main::req($q)), 'MISS', 'the next GET is a MISS');

@@ -3,7 +3,11 @@
 # key never turns into an error the client sees.  Every request below is
 # answered by the region's app (status 200, its body, X-Origin-Count moved
 # on) with X-Cache ERROR or MISS, within a bound far above the configured
-# timeouts (a liveness check, not a speed test); the error log is rate
+# timeouts ($LIVENESS = scaled(2) s, 5 times the Redis timeouts of
+# $LIVENESS / 5 = 400 ms, which a healthy Redis on a busy machine does not
+# reach; where a block must tell "waited for a timeout" from "did not wait"
+# the timeouts are 5 x $LIVENESS instead; a liveness check, not a speed
+# test); the error log is rate
 # limited and garbage is logged at warn at most; once Redis is back the
 # cache works again.  Also: a fill in a replica region stays in that region,
 # a fill in the primary region reaches every replica.
@@ -16,7 +20,8 @@ use File::Basename qw(dirname);
 use File::Spec;
 
 our $HOST = 'faults.test';     # the Host of every request: keys are fly:http$HOST$uri
-our $LIVENESS = 2;             # seconds; the Redis timeouts are 100 ms / 200 ms
+our $LIVENESS = scaled(2);     # seconds; the Redis timeouts are a fifth of that
+our $REDIS_TIMEOUT = int(1000 * $LIVENESS / 5) . 'ms';
 our %SEEN;                     # highest X-Origin-Count seen per region
 
 # A listener that accepts and never answers, for the whole file.
@@ -31,15 +36,10 @@ our ($BH_PID, $BH_PORT, $BH_OUT, $BH_IN);
 my $MAIN_PID = $$;
 END { if ($BH_PID && $$ == $MAIN_PID) { kill 'TERM', $BH_PID; close $BH_IN; waitpid $BH_PID, 0 } }
 
-# A port nothing listens on (an ephemeral one: the harness allocates below
-# that range, and an outgoing socket bound to it does not listen).
-our $CLOSED_PORT = do {
-    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp')
-        or die "listen: $!";
-    my $p = $s->sockport;
-    close $s;
-    $p;
-};
+# A port nothing listens on: below the ephemeral range (no port-0 listener
+# of any process gets it) and locked like the harness's own ports (no other
+# test file takes it) while this file runs.
+our $CLOSED_PORT = FlyEdge::Topology::reserve_port();
 
 # The cache configuration of a block.  `tag` makes every block's
 # configuration different, so each block starts with new workers (no
@@ -47,8 +47,8 @@ our $CLOSED_PORT = do {
 sub http_config {
     my ($tag, %o) = @_;
     my $url = $o{url} // 'redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0';
-    my $timeout = $o{timeout} // '100ms';
-    my $connect = $o{connect_timeout} // '200ms';
+    my $timeout = $o{timeout} // $REDIS_TIMEOUT;
+    my $connect = $o{connect_timeout} // $REDIS_TIMEOUT;
     return <<"EOF";
 # block: $tag
 fly_redis "$url";
@@ -71,8 +71,7 @@ sub key_of { "fly:http$HOST$_[0]" }
 sub get {
     my ($path, %o) = @_;
     return send_request(method => 'GET', path => $path, region => $o{region} // 'atl',
-                        direct => $o{via_emulator} ? 0 : 1, headers => { Host => $HOST },
-                        timeout => $o{timeout} // 10);
+                        direct => $o{via_emulator} ? 0 : 1, headers => { Host => $HOST });
 }
 
 sub show {
@@ -99,8 +98,7 @@ sub from_app {
     $SEEN{$r} = $n if $n > $prev;
     $ok &= ref $cache ? like($res->{headers}{'x-cache'} // '', $cache, "$label: X-Cache like $cache")
                       : is($res->{headers}{'x-cache'}, $cache, "$label: X-Cache $cache");
-    $ok &= cmp_ok($res->{elapsed}, '<', $o{within} // $LIVENESS,
-                  "$label: answered within " . ($o{within} // $LIVENESS) . " s");
+    $ok &= cmp_ok($res->{elapsed}, '<', $LIVENESS, "$label: answered within $LIVENESS s");
     show($res) unless $ok;
     return $ok;
 }
@@ -120,31 +118,52 @@ sub from_cache {
     return $ok;
 }
 
+# Every worker of region $r has its Redis connection up ("fly redis
+# connected" in its log; a worker connects at its first lookup):
+# parallel requests until each one logged it.  A healthy lookup then meets
+# a connected client, not a connection being set up on a busy machine,
+# which may take longer than a lookup's timeout.
+sub connect_workers {
+    my ($r) = @_;
+    $r //= 'atl';
+    my $t = topology();
+    my @pids = $t->nginx_worker_pids($r);
+    my $left;
+    my $ok = $t->wait_until(sub {
+        my $log = $t->error_log($r);    # the workers may predate the block
+        $left = grep { $log !~ /\] $_#\d+: fly redis connected regional / } @pids;
+        return 1 unless $left;
+        par_get(4, '/hdr?body=connect', region => $r);
+        return 0;
+    }, scaled(10));
+    ok($ok, "$r: every worker is connected to its Redis") or diag("$left of " . scalar(@pids) . " workers are not");
+}
+
 # MISS then (once the fill landed) HIT for a path in atl.
 sub warm {
     my ($path, $body, $label) = @_;
     my $t = topology();
+    connect_workers('atl');
     from_app(get($path), $body, 'MISS', "$label: first request");
-    ok($t->wait_until(sub { defined $t->redis('atl')->get(key_of($path)) }, 3), "$label: the entry was stored");
+    ok($t->wait_until(sub { defined $t->redis('atl')->get(key_of($path)) }, scaled(3)), "$label: the entry was stored");
     from_cache(get($path), $body, "$label: second request");
 }
 
 # The app's own request counter (not counted by the app itself).
 sub app_count {
     my ($r) = @_;
-    my $res = HTTP::Tiny->new(timeout => 5)->get(topology()->app_url($r // 'atl') . '/__count');
+    my $res = HTTP::Tiny->new(timeout => scaled(5))->get(topology()->app_url($r // 'atl') . '/__count');
     return json_decode($res->{content})->{count};
 }
 
 # GETs in parallel, each on its own connection straight to the region's
-# nginx (non-blocking sockets, one select loop): $n of $path, or one of each
-# path when $path is an array.  Returns a list of
+# nginx (the harness's parallel_get): $n of $path, or one of each path when
+# $path is an array.  Returns a list of
 # { path, status, headers, content, elapsed } (elapsed undef on a timeout).
-sub parallel_get {
+sub par_get {
     my ($n, $path, %o) = @_;
     my @paths = ref $path ? @$path : ($path) x $n;
-    return FlyEdge::Test::parallel_get(\@paths, region => $o{region} // 'atl', host => $HOST,
-                                       timeout => $o{timeout} // 10);
+    return parallel_get(\@paths, region => $o{region} // 'atl', host => $HOST);
 }
 
 # Every one of the parallel answers came from the app, with X-Cache $cache,
@@ -153,7 +172,7 @@ sub parallel_from_app {
     my ($n, $path, $body, $cache, $label) = @_;
     my $before = app_count('atl');
     my $t0 = time;
-    my @res = parallel_get($n, $path);
+    my @res = par_get($n, $path);
     my $took = time - $t0;
     my @bad = grep { $_->{status} != 200 || $_->{content} ne $body
                      || ($_->{headers}{'x-cache'} // '') ne $cache
@@ -166,7 +185,8 @@ sub parallel_from_app {
     my %counts = map { ($_->{headers}{'x-origin-count'} // '') => 1 } @res;
     is(scalar(keys %counts), $n, "$label: $n distinct X-Origin-Count values");
     is(app_count('atl') - $before, $n, "$label: the app served all $n");
-    cmp_ok($took, '<', $LIVENESS + 1, sprintf("$label: the whole batch took %.2f s", $took));
+    my $batch = $LIVENESS + scaled(1);
+    cmp_ok($took, '<', $batch, sprintf("$label: the whole batch took %.2f s (less than $batch s)", $took));
     my ($max) = sort { $b <=> $a } grep { /^\d+$/ } keys %counts;
     $SEEN{atl} = $max if defined $max && $max > ($SEEN{atl} // 0);
 }
@@ -202,7 +222,7 @@ sub garbage_case {
     is_deeply([sort $t->nginx_worker_pids('atl')], \@pids, "$name: the workers are still the same processes");
     my $log;
     if ($o{reason}) {
-        $log = $t->wait_until(sub { my $l = $case_log->(); $l =~ $o{reason} ? $l : undef }, 3) // $case_log->();
+        $log = $t->wait_until(sub { my $l = $case_log->(); $l =~ $o{reason} ? $l : undef }, scaled(3)) // $case_log->();
         my ($line) = grep { $_ =~ $o{reason} } split /\n/, $log;
         ok($line, "$name: the garbage is logged with the reason ($o{reason})") or diag($log);
         like($line // '', qr/\[(?:warn|notice|info)\]/, "$name: logged at warn at most") if $line;
@@ -214,12 +234,12 @@ sub garbage_case {
 
     if ($o{replaced}) {
         # another type under the key: the MISS's fill replaced it
-        ok($t->wait_until(sub { scalar($t->redis_cli('atl', 'TYPE', $key)) eq 'string' }, 3),
+        ok($t->wait_until(sub { scalar($t->redis_cli('atl', 'TYPE', $key)) eq 'string' }, scaled(3)),
            "$name: the fill replaced it with a string");
         from_cache(get($path), $body, "$name: repaired, the next request");
     } elsif (defined $planted) {
         # a string value: the MISS stored a good entry over it
-        my $now = $t->wait_until(sub { my $v = $t->redis('atl')->get($key); defined $v && $v ne $planted ? $v : undef }, 3);
+        my $now = $t->wait_until(sub { my $v = $t->redis('atl')->get($key); defined $v && $v ne $planted ? $v : undef }, scaled(3));
         like($now // '', qr/^FLYC/, "$name: the garbage was replaced by a new entry");
         from_cache(get($path), $body, "$name: repaired, the next request");
     } else {
@@ -229,9 +249,11 @@ sub garbage_case {
 }
 
 # Sends GETs until one has X-Cache $want (each must be the app's or the
-# cache's correct answer, with a status in @$allowed); returns it or undef.
+# cache's correct answer, with a status in @$allowed), for at most
+# scaled($secs); returns it or undef.
 sub poll_until {
     my ($path, $body, $want, $allowed, $secs, $label) = @_;
+    $secs = scaled($secs);
     my $deadline = time + $secs;
     my %seen;
     while (time < $deadline) {
@@ -299,7 +321,6 @@ ok($hit, 'Redis back: then a HIT') and main::from_cache($hit, $b, 'Redis back, t
 --- test
 my ($p, $b) = ('/hdr?body=sigstop', 'sigstop');
 main::warm($p, $b, 'before the pause');
-main::parallel_get(4, '/hdr?body=sigstop-connect');   # connect both workers
 $t->pause_redis('atl');
 for my $i (1 .. 5) {
     main::from_app(main::get($p), $b, 'ERROR', "Redis paused, request $i");
@@ -312,21 +333,21 @@ ok($hit, 'Redis resumed: the entry is served again') and main::from_cache($hit, 
 
 
 === TEST 4: Redis busy in DEBUG SLEEP: ERROR without hanging, also for 20 requests at once; awake: HIT
---- http_config eval: main::http_config('debug-sleep')
+--- http_config eval: main::http_config('debug-sleep', timeout => int(100 * $main::LIVENESS) . 'ms', connect_timeout => int(100 * $main::LIVENESS) . 'ms')
 --- config eval: $main::CACHE
 --- test
 my ($p, $b) = ('/hdr?body=debug-sleep', 'debug-sleep');
 main::warm($p, $b, 'before the sleep');
-main::parallel_get(4, '/hdr?body=debug-sleep-connect');
-my $t0 = time;
-$t->redis_debug_sleep('atl', 3);
-sleep 0.2;    # DEBUG SLEEP has begun
+# Redis's timeouts are $LIVENESS / 10 here, so the requests below take about
+# 4 of them; the sleep lasts 5 times that (and returns once Redis sleeps)
+my $secs = scaled(4);
+$t->redis_debug_sleep('atl', $secs);
 for my $i (1 .. 3) {
     main::from_app(main::get($p), $b, 'ERROR', "Redis asleep, request $i");
 }
 main::parallel_from_app(20, $p, $b, 'ERROR', 'Redis asleep');
-ok(time - $t0 < 3, 'those requests were all made while Redis slept');
-ok($t->wait_until(sub { eval { $t->redis('atl')->ping } }, 10), 'Redis wakes up');
+ok($t->redis_asleep('atl'), 'those requests were all made while Redis slept (it still sleeps)');
+ok($t->wait_until(sub { eval { $t->redis('atl')->ping } }, $secs + scaled(10)), 'Redis wakes up');
 my $hit = main::poll_until($p, $b, 'HIT', ['ERROR'], 8, 'Redis awake');
 ok($hit, 'Redis awake: the entry is served again') and main::from_cache($hit, $b, 'Redis awake');
 
@@ -340,18 +361,21 @@ for my $i (1 .. 5) {
     main::from_app(main::get("/hdr?body=bh$i"), "bh$i", 'ERROR', "black hole, request $i");
 }
 main::parallel_from_app(20, '/hdr?body=bh-par', 'bh-par', 'ERROR', 'black hole');
-sleep 0.3;    # past the backoff: the workers try the black hole again
+# past the backoff (at most 5 s): a worker tries the black hole again
+my $off = $t->error_log_size('atl');
+ok($t->wait_until(sub { $t->error_log_since('atl', $off) =~ /fly redis connecting to 127\.0\.0\.1 port $main::BH_PORT \(after a failure\)/ },
+                  scaled(10)), 'after its backoff a worker connects to the black hole again');
 main::parallel_from_app(20, '/hdr?body=bh-par2', 'bh-par2', 'ERROR', 'black hole, after a backoff');
 like(block_error_log('atl'), qr/\[error\].*fly redis.*$main::BH_PORT/, 'the failure is logged, naming the endpoint');
 
 
-=== TEST 6: a port nothing listens on: ERROR at once (no wait for the 2 s timeouts)
---- http_config_atl eval: main::http_config('closed', url => "redis://x:secret\@127.0.0.1:$main::CLOSED_PORT/0", timeout => '2s', connect_timeout => '2s')
+=== TEST 6: a port nothing listens on: ERROR at once (no wait for the timeouts, 5 times the bound)
+--- http_config_atl eval: main::http_config('closed', url => "redis://x:secret\@127.0.0.1:$main::CLOSED_PORT/0", timeout => int(5000 * $main::LIVENESS) . 'ms', connect_timeout => int(5000 * $main::LIVENESS) . 'ms')
 --- http_config eval: main::http_config('closed')
 --- config eval: $main::CACHE
 --- test
 for my $i (1 .. 5) {
-    main::from_app(main::get("/hdr?body=closed$i"), "closed$i", 'ERROR', "closed port, request $i", within => 1);
+    main::from_app(main::get("/hdr?body=closed$i"), "closed$i", 'ERROR', "closed port, request $i");
 }
 main::parallel_from_app(20, '/hdr?body=closed-par', 'closed-par', 'ERROR', 'closed port');
 like(block_error_log('atl'), qr/\[error\].*fly redis.*(?:refused|$main::CLOSED_PORT)/, 'the refusal is logged');
@@ -411,7 +435,9 @@ main::garbage_case(name => 'version byte changed', reason => qr/fly_cache.*(?i:v
 # whose fill replaces it (SET overwrites any type).
 main::garbage_case(name => 'a list', want => 'MISS', reason => qr/fly_cache.*not a string.*WRONGTYPE/, replaced => 1,
     plant => sub { my ($t, $k) = @_; $t->redis_cli('atl', 'DEL', $k); $t->redis_cli('atl', 'LPUSH', $k, 'x'); undef });
-sleep 1.05;   # past the once-a-second log limit
+# the next second: past the once-a-second log limit of the first case's line
+my $sec = int(time);
+$t->wait_until(sub { int(time) > $sec }, scaled(2));
 main::garbage_case(name => 'a hash', want => 'MISS', reason => qr/fly_cache.*not a string.*WRONGTYPE/, replaced => 1,
     plant => sub { my ($t, $k) = @_; $t->redis_cli('atl', 'DEL', $k); $t->redis_cli('atl', 'HSET', $k, 'f', 'v'); undef });
 
@@ -441,7 +467,7 @@ my @pids = sort $t->nginx_worker_pids('atl');
 my @paths = sort keys %what;
 my (@bad, @res);
 while (my @batch = splice @paths, 0, 25) {
-    push @res, main::parallel_get(0, \@batch);
+    push @res, main::par_get(0, \@batch);
 }
 for my $r (@res) {
     my $x = $r->{headers}{'x-cache'} // '';
@@ -464,7 +490,7 @@ $t->wait_until(sub {
     my @now = $redis->mget(@keys);
     $left = grep { !defined $now[$_] || $now[$_] !~ /^FLYC/ || $now[$_] eq $what{$all[$_]}[1] } 0 .. $#now;
     $left == 0;
-}, 5);
+}, scaled(5));
 is($left, 0, 'every damaged entry was replaced by a new one');
 main::from_cache(main::get("$p&v=0"), $body, 'a repaired variant');
 
@@ -477,9 +503,9 @@ $t->stop_redis('atl');
 my $t0 = time;
 my $ok = 0;
 for my $i (1 .. 10) {
-    my @res = main::parallel_get(20, "/hdr?body=flood$i");
+    my @res = main::par_get(20, "/hdr?body=flood$i");
     $ok += grep { $_->{status} == 200 && $_->{content} eq "flood$i" && ($_->{headers}{'x-cache'} // '') eq 'ERROR' } @res;
-    sleep 0.1;
+    sleep 0.1;    # spread the batches over more than a second (the limit is per second)
 }
 my $secs = time - $t0;
 is($ok, 200, sprintf('all 200 requests answered by the app with ERROR (in %.1f s)', $secs));
@@ -505,7 +531,7 @@ for my $i (1 .. 3) {
     main::from_app(main::get('/hdr?body=bad-auth'), 'bad-auth', 'ERROR', "wrong password, request $i");
 }
 main::parallel_from_app(10, '/hdr?body=bad-auth', 'bad-auth', 'ERROR', 'wrong password');
-my $log = $t->wait_until(sub { my $l = block_error_log('atl'); $l =~ /\[error\].*AUTH/ ? $l : undef }, 3)
+my $log = $t->wait_until(sub { my $l = block_error_log('atl'); $l =~ /\[error\].*AUTH/ ? $l : undef }, scaled(3))
     // block_error_log('atl');
 like($log, qr/\[error\].*fly redis.*AUTH/, 'the error line mentions AUTH');
 unlike($log, qr/not-the-password-7731/, 'the configured password is not in the log');
@@ -520,7 +546,6 @@ is(scalar $t->redis_cli('atl', 'EXISTS', main::key_of('/hdr?body=bad-auth')), '0
 --- test
 my ($p, $b) = ('/hdr?body=reload', 'reload');
 main::warm($p, $b, 'before the pause');
-main::parallel_get(4, '/hdr?body=reload-connect');
 my @old = $t->nginx_worker_pids('atl');
 $t->pause_redis('atl');
 main::parallel_from_app(10, $p, $b, 'ERROR', 'paused, before the reload');
@@ -528,7 +553,7 @@ my $t0 = time;
 my $ok = eval { $t->reload_nginx('atl'); 1 };
 my $took = time - $t0;
 ok($ok, sprintf('nginx reloaded while Redis is paused (%.2f s)', $took)) or diag($@);
-cmp_ok($took, '<', 5, 'promptly');
+cmp_ok($took, '<', scaled(5), 'promptly');
 my %old = map { $_ => 1 } @old;
 my @left = grep { $old{$_} } $t->nginx_worker_pids('atl');
 ok(!@left, 'the old workers have exited') or diag("still running: @left");
@@ -549,18 +574,20 @@ main::warm($atl, 'filled-in-atl', 'atl fill');
 my $marker = 'marker-' . time;
 $t->redis('scl')->set($marker, 1);
 for my $r (qw(ord atl)) {
-    ok($t->wait_until(sub { $t->redis($r)->get($marker) }, 5), "$r caught up with the primary");
+    ok($t->wait_until(sub { $t->redis($r)->get($marker) }, scaled(5)), "$r caught up with the primary");
 }
 is(scalar $t->redis_cli('atl', 'EXISTS', $k), '1', 'the atl fill is on the atl replica');
 is(scalar $t->redis_cli('scl', 'EXISTS', $k), '0', 'not on the primary');
 is(scalar $t->redis_cli('ord', 'EXISTS', $k), '0', 'not on ord');
+main::connect_workers('ord');
 main::from_app(main::get($atl, region => 'ord'), 'filled-in-atl', 'MISS', 'the same URL in ord', region => 'ord');
 
 my $scl = '/hdr?body=filled-in-scl';
 my $ks = main::key_of($scl);
+main::connect_workers('scl');
 main::from_app(main::get($scl, region => 'scl'), 'filled-in-scl', 'MISS', 'a MISS in scl', region => 'scl');
 for my $r (qw(scl ord atl)) {
-    ok($t->wait_until(sub { $t->redis_cli($r, 'EXISTS', $ks) eq '1' }, 5), "the scl fill reached $r");
+    ok($t->wait_until(sub { $t->redis_cli($r, 'EXISTS', $ks) eq '1' }, scaled(5)), "the scl fill reached $r");
 }
 main::from_cache(main::get($scl, region => 'ord'), 'filled-in-scl', 'the scl fill, read in ord', origin => 'scl');
 main::from_cache(main::get($scl, region => 'atl'), 'filled-in-scl', 'the scl fill, read in atl', origin => 'scl');

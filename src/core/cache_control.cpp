@@ -1,5 +1,6 @@
-// fly-edge pure core: the Cache-Control header (RFC 9111 section 5.2) and
-// HTTP-date (RFC 9110 section 5.6.7).
+// fly-edge pure core: the Cache-Control header (RFC 9111 section 5.2),
+// targeted fields (RFC 9213), Age (RFC 9111 5.1) and HTTP-date (RFC 9110
+// section 5.6.7).
 #include "core/http_text.hpp"
 #include "core/cache_control.hpp"
 
@@ -321,6 +322,7 @@ void parse_cache_control(std::string_view value, CacheControl &cc)
         if (sc.done()) {
             return;
         }
+        cc.empty = false;
         Directive d;
         switch (next_directive(sc, d)) {
         case Step::ok:
@@ -338,6 +340,31 @@ void parse_cache_control(std::string_view value, CacheControl &cc)
             return;
         }
     }
+}
+
+size_t select_targeted(const CacheControl *targeted, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!targeted[i].empty && !targeted[i].invalid) {
+            return i;
+        }
+    }
+    return n;
+}
+
+void parse_age(std::string_view value, AgeField &age)
+{
+    age.present = true;
+    if (age.first_seen) {
+        return;
+    }
+    // the first member (empty list elements do not count)
+    for_each_element(value, [&](std::string_view member) {
+        age.first_seen = true;
+        int64_t v = 0;
+        age.seconds = parse_delta(member, v) ? v : -1;
+        return false;
+    });
 }
 
 bool parse_http_date(std::string_view value, int64_t &out)

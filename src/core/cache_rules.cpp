@@ -15,27 +15,6 @@ constexpr int64_t kTtlMax = int64_t{1} << 31;
 
 constexpr char kVarySep = '\x1f';
 
-// Calls f(element) for each element of a comma-separated list (RFC 9110
-// 5.6.1), trimmed of white space; empty elements are skipped.  Stops and
-// returns false as soon as f does.
-template <typename F>
-bool for_each_element(std::string_view list, F &&f)
-{
-    size_t i = 0;
-    while (i <= list.size()) {
-        size_t comma = list.find(',', i);
-        if (comma == std::string_view::npos) {
-            comma = list.size();
-        }
-        std::string_view e = trim_ows(list.substr(i, comma - i));
-        if (!e.empty() && !f(e)) {
-            return false;
-        }
-        i = comma + 1;
-    }
-    return true;
-}
-
 int64_t sat_sub(int64_t a, int64_t b)
 {
     int64_t r;
@@ -45,12 +24,14 @@ int64_t sat_sub(int64_t a, int64_t b)
     return r;
 }
 
-// Final statuses only; never 206 (we do not combine partial content) nor
-// 304 (it updates a stored response, it is not one: RFC 9111 4.3.4).
+// Final statuses only; never 206 (we do not combine partial content),
+// 304 (it updates a stored response, it is not one: RFC 9111 4.3.4) nor
+// 412 (a precondition of that one request failed: RFC 9110 15.5.13).
 // Statuses beyond 599 are not HTTP's and are not stored.
 bool cacheable_status(int status)
 {
-    return status >= 200 && status <= 599 && status != 206 && status != 304;
+    return status >= 200 && status <= 599 && status != 206 && status != 304
+           && status != 412;
 }
 
 // RFC 9111 3.5: a shared cache stores a response to a request with
@@ -63,7 +44,8 @@ bool shareable_with_authorization(const CacheControl &cc)
 // The explicit freshness lifetime (RFC 9111 4.2.1): s-maxage (shared
 // caches only) over max-age over Expires minus Date.  Without Date the
 // receipt time stands in for it (RFC 9110 6.6.1).  An invalid Expires
-// means "already expired" (RFC 9111 5.3).  False when the response gives
+// means "already expired" (RFC 9111 5.3); with a targeted field in use
+// Expires does not count (RFC 9213 2.1).  False when the response gives
 // no explicit freshness at all.
 bool explicit_lifetime(const ResponseFacts &f, int64_t &lifetime)
 {
@@ -71,7 +53,7 @@ bool explicit_lifetime(const ResponseFacts &f, int64_t &lifetime)
         lifetime = f.cc.s_maxage;
     } else if (f.cc.max_age >= 0) {
         lifetime = f.cc.max_age;
-    } else if (f.has_expires) {
+    } else if (f.has_expires && !f.targeted) {
         lifetime = f.expires_valid
                        ? sat_sub(f.expires, f.has_date ? f.date : f.now)
                        : 0;
@@ -129,6 +111,11 @@ bool refusal(const ResponseFacts &f, const CachePolicy &p, StoreVerdict &why)
     const CacheControl &cc = f.cc;
     if (!cacheable_status(f.status)) {
         why = StoreVerdict::status;
+    } else if (f.request_conditional && f.status != 200) {
+        // proxy_cache removes the preconditions from the request it sends,
+        // so it always gets the full answer; we see the origin's answer to
+        // them, and only a 200 is the one an unconditional request gets.
+        why = StoreVerdict::conditional;
     } else if (cc.no_store) {                       // RFC 9111 5.2.2.5
         why = StoreVerdict::no_store;
     } else if (cc.is_private) {                     // RFC 9111 5.2.2.7
@@ -147,6 +134,12 @@ bool refusal(const ResponseFacts &f, const CachePolicy &p, StoreVerdict &why)
         // RFC 9111 4.2.1: a cache is encouraged to consider a response
         // with invalid freshness information stale.
         why = StoreVerdict::invalid;
+    } else if (f.age_invalid) {
+        // RFC 9111 5.1 would ignore such an Age; it comes from a cache on
+        // the way that we cannot read, so the response may have been held
+        // there for any time: treated as stale, like invalid freshness
+        // information above, rather than as fresh from now.
+        why = StoreVerdict::invalid_age;
     } else {
         return false;
     }
@@ -220,8 +213,45 @@ std::string_view verdict_name(StoreVerdict v)
     case StoreVerdict::expired:       return "expired";
     case StoreVerdict::range:         return "range";
     case StoreVerdict::invalid:       return "invalid-cache-control";
+    case StoreVerdict::conditional:   return "conditional";
+    case StoreVerdict::invalid_age:   return "invalid-age";
     }
     return "unknown";
+}
+
+ContentType split_content_type(std::string_view v)
+{
+    ContentType ct;
+    ct.type_len = v.size();
+    // As nginx does: at each ';', skip spaces; a "charset=" there ends
+    // the type (case-insensitive), anything else is passed over.
+    for (size_t i = 0; i < v.size(); i++) {
+        if (v[i] != ';') {
+            continue;
+        }
+        size_t semi = i;
+        size_t p = i + 1;
+        while (p < v.size() && v[p] == ' ') {
+            p++;
+        }
+        constexpr std::string_view kCharset = "charset=";
+        if (!iequals(v.substr(p, kCharset.size()), kCharset)) {
+            i = p;      // nginx steps over the character after the spaces
+            continue;
+        }
+        p += kCharset.size();
+        size_t end = v.size();
+        if (p < end && v[p] == '"') {
+            p++;
+        }
+        if (end > p && v[end - 1] == '"') {
+            end--;
+        }
+        ct.type_len = semi;
+        ct.charset = v.substr(p, end - p);
+        return ct;
+    }
+    return ct;
 }
 
 bool is_hop_by_hop(std::string_view name, std::string_view connection)

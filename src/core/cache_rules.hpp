@@ -29,17 +29,27 @@ struct CachePolicy {
 // What the shell gathered from the request and the response headers.
 struct ResponseFacts {
     int status = 0;
-    CacheControl cc;                    // all Cache-Control lines parsed
+    // All lines of the cache-control field that applies (select_targeted):
+    // CDN-Cache-Control or the fly_cache_control_header field when one is
+    // usable (`targeted`: Expires is then ignored, RFC 9213 2.1), else
+    // Cache-Control.
+    CacheControl cc;
+    bool targeted = false;
     bool has_expires = false;
     bool expires_valid = false;         // false: Expires present but bad (= already expired)
     int64_t expires = 0;
     bool has_date = false;
     int64_t date = 0;
     int64_t age = 0;                    // Age header of the origin, 0 if none
+    bool age_invalid = false;           // AgeField::invalid(): treated as stale
     bool has_set_cookie = false;
     bool vary_star = false;             // Vary contains "*"
     bool request_authorization = false; // the request had Authorization
     bool request_range = false;         // the request had Range
+    // The request had a precondition (If-Match, If-None-Match,
+    // If-Modified-Since, If-Unmodified-Since, If-Range): only a 200 answers
+    // it with the representation every other client would get.
+    bool request_conditional = false;
     int64_t now = 0;                    // unix seconds when the response arrived
 };
 
@@ -57,6 +67,8 @@ enum class StoreVerdict : uint8_t {
     // added by the core (appended, so the values above do not move):
     range,           // the request had Range (we store only whole responses)
     invalid,         // Cache-Control could not be parsed: treated as stale
+    conditional,     // the request had a precondition and the answer is not a 200
+    invalid_age,     // Age is not delta-seconds: how old it is is unknown
 };
 
 struct StoreDecision {
@@ -72,6 +84,18 @@ StoreDecision decide_store(const ResponseFacts &facts, const CachePolicy &policy
 
 // Short reason for logs ("no-store", "private", ...).
 std::string_view verdict_name(StoreVerdict v);
+
+// A stored Content-Type as nginx's upstream module hands one to the
+// filters (ngx_http_upstream_copy_content_type): `type_len` is the length
+// of the value up to the ';' that starts a charset parameter (the whole
+// value when there is none), `charset` that parameter's value, without
+// quotes.  gzip_types, ssi_types, sub_filter_types and charset_types
+// match the first type_len bytes, so a HIT is filtered like its MISS.
+struct ContentType {
+    size_t type_len = 0;
+    std::string_view charset;           // points into the value
+};
+ContentType split_content_type(std::string_view value);
 
 // Headers a cache drops when storing (RFC 9110 7.6.1): Connection,
 // Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade,

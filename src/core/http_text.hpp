@@ -2,6 +2,7 @@
 // the parsers share.  No nginx header here.
 #pragma once
 
+#include <cstddef>
 #include <string_view>
 
 namespace fly::core {
@@ -34,6 +35,24 @@ constexpr bool is_tchar(char ch)
     }
 }
 
+// True when `s` is not empty and every character of it satisfies `pred`.
+template <typename Pred>
+constexpr bool all_chars(std::string_view s, Pred pred)
+{
+    if (s.empty()) {
+        return false;
+    }
+    for (char c : s) {
+        if (!pred(c)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// token (RFC 9110 5.6.2): 1*tchar, e.g. a header name or a method.
+constexpr bool is_token(std::string_view s) { return all_chars(s, is_tchar); }
+
 // Case-insensitive ASCII comparison.
 constexpr bool iequals(std::string_view a, std::string_view b)
 {
@@ -58,6 +77,28 @@ constexpr std::string_view trim_ows(std::string_view s)
         s.remove_suffix(1);
     }
     return s;
+}
+
+// Calls f(element) for each element of a comma-separated list (RFC 9110
+// 5.6.1), trimmed of white space; empty elements are skipped.  Stops and
+// returns false as soon as f does.  (Not for lists whose elements may
+// hold a quoted comma.)
+template <typename F>
+bool for_each_element(std::string_view list, F &&f)
+{
+    size_t i = 0;
+    while (i <= list.size()) {
+        size_t comma = list.find(',', i);
+        if (comma == std::string_view::npos) {
+            comma = list.size();
+        }
+        std::string_view e = trim_ows(list.substr(i, comma - i));
+        if (!e.empty() && !f(e)) {
+            return false;
+        }
+        i = comma + 1;
+    }
+    return true;
 }
 
 }  // namespace fly::core

@@ -24,15 +24,7 @@ constexpr MethodName kMethods[] = {
 
 bool all_digits(std::string_view s)
 {
-    if (s.empty()) {
-        return false;
-    }
-    for (char c : s) {
-        if (!is_digit(c)) {
-            return false;
-        }
-    }
-    return true;
+    return all_chars(s, is_digit);
 }
 
 int64_t to_int(std::string_view digits)
@@ -59,6 +51,18 @@ bool valid_value(std::string_view v)
     return true;
 }
 
+// Fly's proxy buffers a body whole to replay it: it needs its length,
+// and the length within fly_replay_max_body.
+bool body_replayable(const ReplayInput &in)
+{
+    return !in.has_body || (in.length_known && in.content_length <= in.max_body);
+}
+
+ReplayAction unreplayable_body(const ReplayInput &in)
+{
+    return in.length_known ? ReplayAction::too_large : ReplayAction::no_length;
+}
+
 }  // namespace
 
 uint32_t method_from_name(std::string_view name)
@@ -69,6 +73,31 @@ uint32_t method_from_name(std::string_view name)
         }
     }
     return 0;
+}
+
+bool nginx_accepts_method(std::string_view name)
+{
+    return all_chars(name, [](char c) {
+        return (c >= 'A' && c <= 'Z') || c == '_' || c == '-';
+    });
+}
+
+bool method_in(const MethodSet &set, uint32_t bit, std::string_view name)
+{
+    if (bit != 0) {
+        return (set.bits & bit) != 0;
+    }
+    // A method the shell has no bit for (nginx maps fewer methods than
+    // the core knows by name, e.g. CONNECT), or any other token.
+    if ((set.bits & method_from_name(name)) != 0) {
+        return true;
+    }
+    for (size_t i = 0; i < set.nnames; i++) {
+        if (set.names[i] == name) {
+            return true;
+        }
+    }
+    return false;
 }
 
 ReplayDecision decide_replay(const ReplayInput &in)
@@ -83,6 +112,8 @@ ReplayDecision decide_replay(const ReplayInput &in)
         d.state = "always";
     } else if (in.method_matches) {
         d.state = "method";
+    } else if (in.when) {
+        d.state = "when";
     } else if (in.sticky) {
         d.state = "sticky";
     } else {
@@ -103,17 +134,31 @@ ReplayDecision decide_replay(const ReplayInput &in)
     }
 
     // Fly's proxy cannot replay a body it has not buffered whole.
-    if (in.has_body && (!in.length_known || in.content_length > in.max_body)) {
-        if (in.has_forward) {
-            d.action = ReplayAction::forward;
-        } else {
-            d.action = in.length_known ? ReplayAction::too_large
-                                       : ReplayAction::no_length;
-        }
+    if (!body_replayable(in)) {
+        d.action = in.has_forward ? ReplayAction::forward : unreplayable_body(in);
         return d;
     }
 
     d.action = ReplayAction::replay;
+    return d;
+}
+
+ReplayDecision decide_capture(const ReplayInput &in, const CaptureInput &c)
+{
+    ReplayDecision d;
+
+    if (in.mode == ReplayMode::off || in.is_primary || in.bypass
+        || !c.status_listed || !c.from_app || c.app_replays || c.answered_here
+        || in.replay_src || in.replay_failed
+        || (in.has_forward && in.forward_always))
+    {
+        return d;
+    }
+
+    d.state = "captured";
+    // The body went to the app already; Fly still holds it only if it
+    // could buffer it.  A forward is too late now: the answer passes.
+    d.action = body_replayable(in) ? ReplayAction::replay : unreplayable_body(in);
     return d;
 }
 
@@ -217,10 +262,11 @@ bool parse_sticky_until(std::string_view value, int64_t &until)
     return true;
 }
 
-std::string sticky_cookie(int64_t now, int64_t seconds)
+std::string sticky_cookie(int64_t now_usec, int64_t seconds)
 {
+    int64_t now_ceil = now_usec / 1000000 + (now_usec % 1000000 > 0 ? 1 : 0);
     std::string c(kStickyCookie);
-    c.append("=").append(std::to_string(now + seconds));
+    c.append("=").append(std::to_string(now_ceil + seconds));
     c.append("; Max-Age=").append(std::to_string(seconds));
     c.append("; Path=/; HttpOnly; SameSite=Lax");
     return c;

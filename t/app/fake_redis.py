@@ -7,7 +7,12 @@ Binds 127.0.0.1 (port N, default 0: any free port), prints the port on
 stdout (one line, flushed) and serves RESP2 clients, one thread each, from an
 in-memory dict: GET, SET (EX/PX/NX/XX accepted, only NX/XX honoured), DEL,
 EXISTS, EVAL (the module's invalidation script: deletes KEYS[1]; any other
-script: nil), AUTH and SELECT (always +OK), PING, QUIT.  Unknown commands get
+script: nil), AUTH and SELECT (always +OK), PING, QUIT.  EVAL and EVALSHA of
+the module's fill and invalidation scripts (recognised by their text, not
+run) do what those do, simplified: the fill stores its value(s) unless the
+tag epoch changed or a fence record exists; the invalidation writes its
+tombstones (and bumps the epoch for tags); EVALSHA of a script never
+EVALed here is NOSCRIPT.  Unknown commands get
 "-ERR unknown command".  Exits on SIGTERM/SIGINT, when stdin reaches EOF, or
 when its parent goes away.
 
@@ -45,12 +50,25 @@ missing from the file has its default:
                     longline   $ and 100 digits, no CRLF
                     deep       arrays nested 9 deep
                     badelem    *2 whose second element is $abc
-                    unsolicited  the right reply, then an extra :1
+                    unsolicited  the right reply (to every GET received
+                               within 50 ms, scaled), then an extra :1
+                               in the same write as the reply's end
+                  or none at all:
+                    silent     no reply to this GET nor to anything after
+                               it on that connection (the server goes on
+                               reading: a Redis that hangs)
                   or one that ends the connection:
                     close      close without answering
                     closehead  send "$123" and close
                     closemid   half of the right reply (a value of at least
                                2 bytes; else of a made-up one), then close
+
+    late_key=KEY  the reply to GET KEY (whatever `get` says for it) is
+                  held back, with the replies to the commands after it on
+                  that connection, until the client sends something more
+                  on the connection (or late_ms, default 60000, pass); then
+                  they go out, in order: a slow reply, late
+    late_ms=MS
 
 Commands starting with FAKE are for the test and are answered at once, in
 one piece, whatever the control file says:
@@ -58,12 +76,17 @@ one piece, whatever the control file says:
     FAKE STATS        a bulk string of `name=value` lines: commands by name,
                       connections, replies, max_batch (the most replies
                       sent in one write), after_bad (commands received on a
-                      connection after a malformed reply), keys
+                      connection after a malformed reply), keys;
+                      clients (connections that sent a command other than
+                      FAKE), closed (those of them the client closed),
+                      late_sent (late_key replies sent), after_silent
+                      (commands received on a connection gone silent)
     FAKE HAS key      :1 or :0
     FAKE LEN key      the value's length, or -1
     FAKE FLUSH        +OK (the dict emptied, statistics kept)
 """
 
+import hashlib
 import os
 import select
 import signal
@@ -77,7 +100,8 @@ STATS = {"connections": 0, "replies": 0, "max_batch": 0}
 LOCK = threading.Lock()
 
 DEFAULTS = {"split": "0", "delay": "0.001", "max_sleeps": "100",
-            "coalesce": "0", "get": "normal"}
+            "coalesce": "0", "get": "normal", "late_key": "",
+            "late_ms": "60000"}
 
 
 class Control:
@@ -207,13 +231,19 @@ def execute(args, mode):
     if cmd == b"GET" and len(args) == 2:
         with LOCK:
             v = DATA.get(args[1])
+        late = mode.get("late_key", "")
+        if late and args[1] == late.encode("latin-1"):
+            return bulk(v), "late"
         m = mode.get("get", "normal")
+        if m == "silent":
+            return b"", "silent"
+
         if m in WRONG:
             return WRONG[m], None
         if m in MALFORMED:
             return MALFORMED[m], "hold"
         if m == "unsolicited":
-            return bulk(v) + b":1\r\n", "hold"
+            return bulk(v), "unsolicited"
         if m == "close":
             return b"", "close"
         if m == "closehead":
@@ -241,6 +271,10 @@ def execute(args, mode):
                     if cmd != b"EXISTS":
                         del DATA[k]
         return b":%d\r\n" % n, None
+    if cmd in (b"EVAL", b"EVALSHA") and len(args) >= 3:
+        reply = fly_script(cmd, args)
+        if reply is not None:
+            return reply, None
     if cmd == b"EVAL" and len(args) >= 3:
         nkeys = int(args[2])
         keys = args[3:3 + nkeys]
@@ -258,18 +292,64 @@ def execute(args, mode):
     return b"-ERR unknown command '%s'\r\n" % cmd, None
 
 
-def send_split(sock, data, mode):
-    """Writes data in chunks of `split` bytes with small sleeps between."""
+SCRIPTS = {}      # sha1 hex -> script text, of the scripts EVALed here
+try:              # the test suite's slowness factor (sanitizer pass)
+    TIME_SCALE = max(1.0, float(os.environ.get("FLY_TEST_TIME_SCALE", "1")))
+except ValueError:
+    TIME_SCALE = 1.0
+
+
+def fly_script(cmd, args):
+    """The module's fill and invalidation scripts, emulated (see the module
+    docstring); None for any other script."""
+    script = args[1]
+    if cmd == b"EVALSHA":
+        script = SCRIPTS.get(args[1].decode("latin-1").lower())
+        if script is None:
+            return b"-NOSCRIPT No matching script. Please use EVAL.\r\n"
+    else:
+        SCRIPTS[hashlib.sha1(script).hexdigest()] = script
+    nkeys = int(args[2])
+    keys, argv = args[3:3 + nkeys], args[3 + nkeys:]
+    if b"FLYT1" in script and len(keys) >= 3 and len(argv) >= 5:
+        with LOCK:
+            if DATA.get(keys[0], b"") != argv[0]:
+                return b":1\r\n"
+            if keys[1] in DATA:
+                return b":2\r\n"
+            DATA[keys[2]] = argv[4]
+            if len(keys) > 3 and len(argv) > 5:
+                DATA[keys[3]] = argv[5]
+        return b":0\r\n"
+    if b"INCR" in script and len(keys) >= 1 and len(argv) >= 4:
+        ntags = int(argv[0])
+        epoch = 0
+        with LOCK:
+            if ntags:
+                epoch = int(DATA.get(keys[0], b"0")) + 1
+                DATA[keys[0]] = b"%d" % epoch
+                for k in keys[1:1 + ntags]:
+                    DATA[k] = b"%d:0" % epoch if argv[1] == b"H" else b"0:%d" % epoch
+            for k in keys[1 + ntags:]:
+                DATA[k] = argv[2]
+        return b":%d\r\n" % epoch
+    return None
+
+
+def send_split(sock, data, mode, tail=b""):
+    """Writes data in chunks of `split` bytes with small sleeps between;
+    `tail` goes out in one write with the last chunk (so that the client
+    reads it together with the end of the reply before it)."""
     n = int(mode.get("split", "0"))
     if n <= 0 or n >= len(data):
-        sock.sendall(data)
+        sock.sendall(data + tail)
         return
     delay = float(mode.get("delay", "0.001"))
     chunks = (len(data) + n - 1) // n
     sleeps = max(1, int(mode.get("max_sleeps", "100")))
     every = max(1, (chunks + sleeps - 1) // sleeps)
     for i in range(chunks):
-        sock.sendall(data[i * n:(i + 1) * n])
+        sock.sendall(data[i * n:(i + 1) * n] + (tail if i + 1 == chunks else b""))
         if delay > 0 and i + 1 < chunks and (i + 1) % every == 0:
             time.sleep(delay)
 
@@ -278,25 +358,48 @@ def serve(conn, control):
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     buf = bytearray()
     pos = 0
-    holding = False
+    holding = None          # "after_bad" or "after_silent": not answering
+    late = b""              # replies held back (late_key)
+    late_until = 0
+    client = False          # sent a command other than FAKE
+    mode = control.get()
     try:
         while True:
+            if late:
+                left = late_until - time.monotonic()
+                if left <= 0 or not select.select([conn], [], [], left)[0]:
+                    send_split(conn, late, mode)
+                    late = b""
+                    count("late_sent")
+                    continue
             chunk = conn.recv(262144)
             if not chunk:
+                if client:
+                    count("closed")
                 return
             buf += chunk
+            if late:
+                # the client sent more: the late replies go first
+                send_split(conn, late, mode)
+                late = b""
+                count("late_sent")
             if holding:
-                # after a malformed reply: count what the client still sends
-                # (nothing, if it dropped the connection), wait for the close
+                # after a malformed reply (or silence): count what the client
+                # still sends (nothing, if it dropped the connection), wait
+                # for the close
                 while True:
                     args, nxt = parse_command(buf, pos)
                     if args is None:
                         break
                     pos = nxt
-                    count("after_bad")
+                    count(holding)
                 continue
             mode = control.get()
             coalesce = float(mode.get("coalesce", "0")) / 1000.0
+            if mode.get("get") == "unsolicited" and coalesce <= 0:
+                # the extra reply must come after the replies to every
+                # command the client pipelined together: gather them
+                coalesce = 0.05 * TIME_SCALE
             if coalesce > 0:
                 deadline = time.monotonic() + coalesce
                 while True:
@@ -309,6 +412,8 @@ def serve(conn, control):
                     buf += more
             out = []
             action = None
+            unsolicited = False
+            late_from = None
             while action is None:
                 args, nxt = parse_command(buf, pos)
                 if args is None:
@@ -317,21 +422,48 @@ def serve(conn, control):
                 if args and args[0].upper() == b"FAKE":
                     conn.sendall(fake_command(args))
                     continue
+                if not client:
+                    client = True
+                    count("clients")
                 mode = control.get()
                 reply, action = execute(args, mode)
+                if action == "late":
+                    if late_from is None:
+                        late_from = len(out)
+                    action = None
+                if action == "silent":
+                    break
                 out.append(reply)
+                if action == "unsolicited":
+                    unsolicited = True
+                    action = None
+            extra = b""
+            if unsolicited:
+                # after the replies to every command received (a client
+                # pipelines several): one that nobody asked for, in the
+                # same write as the end of the last reply, so the client
+                # sees it before it can send another command
+                extra = b":1\r\n"
+                action = action or "hold"
             if pos == len(buf):
                 del buf[:]
                 pos = 0
+            if late_from is not None:
+                late = b"".join(out[late_from:])
+                late_until = time.monotonic() + float(mode.get("late_ms", "60000")) / 1000.0
+                out = out[:late_from]
+            if action == "silent":
+                holding = "after_silent"
+                late = b""
             if out:
                 with LOCK:
                     STATS["replies"] += len(out)
                     STATS["max_batch"] = max(STATS["max_batch"], len(out))
-                send_split(conn, b"".join(out), mode)
+                send_split(conn, b"".join(out), mode, extra)
             if action == "close":
                 return
             if action == "hold":
-                holding = True
+                holding = "after_bad"
     except (OSError, ValueError):
         return
     finally:

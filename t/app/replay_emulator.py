@@ -461,11 +461,16 @@ class Handler(BaseHTTPRequestHandler):
         started = time.monotonic()
         while True:
             hop_headers = headers + extra
+            up = None
             try:
                 up = Upstream(region, timeout)
                 up.send_request(self.command, self.path, hop_headers, body, chunked)
                 up.read_head()
             except Unreachable as e:
+                if up is not None:
+                    # the hop is abandoned (e.g. its timeout passed): close it
+                    # now, so the region sees the client go at once
+                    up.close()
                 if origin is None:
                     return self.error(502, "PR04", e.message, region, replays, ">".join(route))
                 src_region, replay = origin

@@ -1,4 +1,5 @@
-// Unit tests: the Cache-Control parser and HTTP-date.
+// Unit tests: the Cache-Control parser, targeted fields (RFC 9213), Age
+// and HTTP-date.
 #include "unit.hpp"
 
 #include "core/cache_control.hpp"
@@ -250,6 +251,103 @@ void test_binary_garbage(void **)
     assert_true(cc.invalid);
 }
 
+// `empty`: RFC 9213 does not use a targeted field without any element.
+void test_empty_flag(void **)
+{
+    for (std::string_view v : {"", " ", ",", " , ,, "}) {
+        assert_true(cc_of(v).empty);
+    }
+    for (std::string_view v : {"x-foo", "max-age=5", ", no-store", "max-age=abc", "\"x"}) {
+        assert_false(cc_of(v).empty);
+    }
+    // several lines: one with an element is enough
+    CacheControl cc;
+    parse_cache_control("", cc);
+    parse_cache_control("public", cc);
+    parse_cache_control(",", cc);
+    assert_false(cc.empty);
+}
+
+// RFC 9213: the first targeted field that is valid and non-empty, else
+// Cache-Control (index n).
+void test_select_targeted(void **)
+{
+    CacheControl t[2];
+    assert_int_equal(select_targeted(t, 2), 2);            // neither present
+    assert_int_equal(select_targeted(t, 0), 0);            // no targeted field at all
+    parse_cache_control("max-age=60", t[1]);
+    assert_int_equal(select_targeted(t, 2), 1);            // CDN-Cache-Control
+    parse_cache_control("no-store", t[0]);
+    assert_int_equal(select_targeted(t, 2), 0);            // the most specific one
+    assert_int_equal(select_targeted(t, 1), 0);
+
+    CacheControl bad[2];
+    parse_cache_control("max-age=abc", bad[0]);            // invalid: skipped
+    parse_cache_control("private", bad[1]);
+    assert_int_equal(select_targeted(bad, 2), 1);
+    CacheControl unterminated[1];
+    parse_cache_control("max-age=60, x=\"open", unterminated[0]);
+    assert_int_equal(select_targeted(unterminated, 1), 1);
+    CacheControl blank[2];
+    parse_cache_control(" , ", blank[0]);                   // empty: skipped
+    parse_cache_control("", blank[1]);
+    assert_int_equal(select_targeted(blank, 2), 2);
+    // unknown directives only: valid and non-empty, so it is used
+    CacheControl unknown[1];
+    parse_cache_control("x-whatever", unknown[0]);
+    assert_int_equal(select_targeted(unknown, 1), 0);
+}
+
+AgeField age_of(std::initializer_list<std::string_view> lines)
+{
+    AgeField a;
+    for (std::string_view l : lines) {
+        parse_age(l, a);
+    }
+    return a;
+}
+
+// RFC 9111 5.1: Age is delta-seconds; of a list (one line with commas, or
+// several lines) the first member counts.
+void test_age(void **)
+{
+    AgeField a = age_of({});
+    assert_false(a.present);
+    assert_false(a.invalid());
+    assert_int_equal(a.seconds, -1);
+
+    assert_int_equal(age_of({"0"}).seconds, 0);
+    assert_int_equal(age_of({"120"}).seconds, 120);
+    assert_int_equal(age_of({" 7 "}).seconds, 7);
+    assert_int_equal(age_of({"\t7"}).seconds, 7);
+    assert_int_equal(age_of({"007"}).seconds, 7);
+    assert_int_equal(age_of({"7200, 0"}).seconds, 7200);
+    assert_int_equal(age_of({"0, 7200"}).seconds, 0);
+    assert_int_equal(age_of({"0", "7200"}).seconds, 0);
+    assert_int_equal(age_of({"7200", "0"}).seconds, 7200);
+    assert_int_equal(age_of({"7200", "junk"}).seconds, 7200);   // later members are not read
+    assert_int_equal(age_of({", 20"}).seconds, 20);            // empty elements do not count
+    assert_int_equal(age_of({"", " ", "30"}).seconds, 30);
+    assert_int_equal(age_of({",,", "5,6"}).seconds, 5);
+    assert_int_equal(age_of({"99999999999999999999999"}).seconds, k2p31);
+    for (AgeField x : {age_of({"7200"}), age_of({"0, 1"}), age_of({"", "3"})}) {
+        assert_true(x.present);
+        assert_false(x.invalid());
+    }
+
+    // invalid: the first member is not delta-seconds, or there is none
+    for (std::string_view v : {"abc", "-5", "+5", "1.5", "5s", "5 5", "0x10", "\"5\"", "", " ", ",",
+                               "abc, 5"}) {
+        AgeField x = age_of({v});
+        assert_true(x.present);
+        assert_true(x.invalid());
+        assert_int_equal(x.seconds, -1);
+    }
+    assert_true(age_of({"abc", "5"}).invalid());              // the first member decides
+    assert_true(age_of({"", ""}).invalid());
+    assert_true(age_of({std::string_view("5\0", 2)}).invalid());
+}
+
 int64_t date_of(std::string_view v)
 {
     int64_t t = -12345;
@@ -360,6 +458,9 @@ int main()
         cmocka_unit_test(test_malformed_elements),
         cmocka_unit_test(test_unknown_ignored),
         cmocka_unit_test(test_binary_garbage),
+        cmocka_unit_test(test_empty_flag),
+        cmocka_unit_test(test_select_targeted),
+        cmocka_unit_test(test_age),
         cmocka_unit_test(test_http_date_forms),
         cmocka_unit_test(test_http_date_rfc850_years),
         cmocka_unit_test(test_http_date_garbage),

@@ -63,7 +63,7 @@ void test_status(void **)
     for (int s : storable) {
         stored(facts("max-age=60", s), 60);
     }
-    const int never[] = {0, 100, 101, 103, 199, 206, 304, 600, 999, -1};
+    const int never[] = {0, 100, 101, 103, 199, 206, 304, 412, 600, 999, -1};
     for (int s : never) {
         refused(facts("max-age=60, public", s), StoreVerdict::status);
     }
@@ -74,6 +74,7 @@ void test_status(void **)
     p.nvalid = 1;
     refused(facts("", 206), StoreVerdict::status, p);
     refused(facts("", 304), StoreVerdict::status, p);
+    refused(facts("", 412), StoreVerdict::status, p);
     refused(facts("", 101), StoreVerdict::status, p);
 }
 
@@ -118,6 +119,48 @@ void test_vary_star_and_range(void **)
     f = facts("max-age=60");
     f.request_range = true;
     refused(f, StoreVerdict::range);
+}
+
+// A request with a precondition (If-Match, If-None-Match,
+// If-Modified-Since, If-Unmodified-Since, If-Range) fills only with a 200.
+void test_conditional(void **)
+{
+    ResponseFacts f = facts("max-age=60");
+    f.request_conditional = true;
+    stored(f, 60);                       // the full answer, as for anyone
+
+    // what answers the precondition itself is never stored
+    for (int s : {304, 412}) {
+        f = facts("max-age=60, public", s);
+        f.request_conditional = true;
+        refused(f, StoreVerdict::status);
+        f.request_conditional = false;   // not even without one
+        refused(f, StoreVerdict::status);
+    }
+
+    // other answers to a conditional request are not either, even with an
+    // "any" rule; the same answers to a plain request are
+    ValidRule any[] = {{0, 600}};
+    CachePolicy p;
+    p.valid = any;
+    p.nvalid = 1;
+    for (int s : {203, 204, 301, 302, 404, 500}) {
+        f = facts("max-age=60", s);
+        f.request_conditional = true;
+        refused(f, StoreVerdict::conditional);
+        refused(f, StoreVerdict::conditional, p);
+        f.request_conditional = false;
+        stored(f, 60);
+    }
+
+    // a 200 to a conditional request still follows every other rule
+    f = facts("no-store");
+    f.request_conditional = true;
+    refused(f, StoreVerdict::no_store);
+    f = facts("");
+    f.request_conditional = true;
+    refused(f, StoreVerdict::no_freshness);
+    stored(f, 600, p);
 }
 
 void test_authorization(void **)
@@ -403,7 +446,117 @@ void test_verdict_names(void **)
     assert_sv_equal(verdict_name(StoreVerdict::expired), "expired");
     assert_sv_equal(verdict_name(StoreVerdict::range), "range");
     assert_sv_equal(verdict_name(StoreVerdict::invalid), "invalid-cache-control");
+    assert_sv_equal(verdict_name(StoreVerdict::conditional), "conditional");
+    assert_sv_equal(verdict_name(StoreVerdict::invalid_age), "invalid-age");
     assert_sv_equal(verdict_name(static_cast<StoreVerdict>(200)), "unknown");
+}
+
+// RFC 9111 5.1 via parse_age: an Age whose first member is unreadable
+// leaves how old the response is unknown: stale, not stored.
+void test_invalid_age(void **)
+{
+    ResponseFacts f = facts("max-age=60");
+    f.age_invalid = true;
+    refused(f, StoreVerdict::invalid_age);
+    ValidRule any[] = {{0, 600}};
+    CachePolicy p;
+    p.valid = any;
+    p.nvalid = 1;
+    refused(facts(""), StoreVerdict::no_freshness);
+    f = facts("");
+    f.age_invalid = true;
+    refused(f, StoreVerdict::invalid_age, p);   // fly_cache_valid does not rescue it
+    f = facts("no-store, max-age=60");
+    f.age_invalid = true;
+    refused(f, StoreVerdict::no_store);          // a refusal of its own wins the reason
+
+    // from the header lines, through parse_age
+    auto with_age = [](std::initializer_list<std::string_view> lines) {
+        ResponseFacts r = facts("max-age=3600");
+        AgeField a;
+        for (std::string_view l : lines) {
+            parse_age(l, a);
+        }
+        r.age = a.seconds > 0 ? a.seconds : 0;
+        r.age_invalid = a.invalid();
+        return r;
+    };
+    refused(with_age({"7200, 0"}), StoreVerdict::expired);
+    stored(with_age({"0", "7200"}), 3600);
+    refused(with_age({"7200", "0"}), StoreVerdict::expired);
+    stored(with_age({"10, 7200"}), 3590);
+    refused(with_age({"abc"}), StoreVerdict::invalid_age);
+    refused(with_age({""}), StoreVerdict::invalid_age);
+    stored(with_age({}), 3600);
+}
+
+// RFC 9213: with a targeted field in use, Expires does not count.
+void test_targeted_ignores_expires(void **)
+{
+    ResponseFacts f = facts("public");
+    f.has_expires = true;
+    f.expires_valid = true;
+    f.expires = kNow + 100;
+    stored(f, 100);
+    f.targeted = true;
+    refused(f, StoreVerdict::no_freshness);
+    ValidRule any[] = {{0, 600}};
+    CachePolicy p;
+    p.valid = any;
+    p.nvalid = 1;
+    stored(f, 600, p);                           // fly_cache_valid applies then
+    // an invalid Expires (already expired) is ignored too
+    f.expires_valid = false;
+    stored(f, 600, p);
+    // its own freshness counts as Cache-Control's would
+    f = facts("max-age=30");
+    f.targeted = true;
+    f.has_expires = true;
+    f.expires_valid = true;
+    f.expires = kNow + 100;
+    stored(f, 30);
+}
+
+// ---- Content-Type as nginx's upstream module reads it ----
+
+void content_type_is(std::string_view value, std::string_view type,
+                     std::string_view charset)
+{
+    ContentType ct = split_content_type(value);
+    assert_sv_equal(value.substr(0, ct.type_len), type);
+    assert_sv_equal(ct.charset, charset);
+    if (!ct.charset.empty()) {           // a view into the value itself
+        assert_true(ct.charset.data() >= value.data()
+                    && ct.charset.data() + ct.charset.size()
+                           <= value.data() + value.size());
+    }
+}
+
+void test_split_content_type(void **)
+{
+    content_type_is("text/html", "text/html", "");
+    content_type_is("", "", "");
+    content_type_is("text/html; charset=utf-8", "text/html", "utf-8");
+    content_type_is("text/html;charset=UTF-8", "text/html", "UTF-8");
+    content_type_is("text/html;   CharSet=koi8-r", "text/html", "koi8-r");
+    content_type_is("text/html; charset=\"utf-8\"", "text/html", "utf-8");
+    // other parameters: the type ends only at the ';' before charset=
+    content_type_is("text/html; q=1; charset=utf-8", "text/html; q=1", "utf-8");
+    content_type_is("text/html; q=1", "text/html; q=1", "");
+    // what follows charset= is all the charset, as nginx takes it
+    content_type_is("text/html; charset=utf-8; x=y", "text/html", "utf-8; x=y");
+    // degenerate values do not read past the end
+    content_type_is("text/html;", "text/html;", "");
+    content_type_is("text/html;   ", "text/html;   ", "");
+    content_type_is("text/html; charset=", "text/html", "");
+    content_type_is("text/html; charset=\"", "text/html", "");
+    content_type_is("text/html; charset=\"\"", "text/html", "");
+    content_type_is(";charset=x", "", "x");
+    // a tab is not skipped (nginx skips spaces only)
+    content_type_is("text/html;\tcharset=utf-8", "text/html;\tcharset=utf-8", "");
+    // nginx steps over the character after the spaces of a ';' it passes
+    content_type_is("text/html; ;charset=x", "text/html; ;charset=x", "");
+    content_type_is("text/html; a;charset=x", "text/html; a", "x");
 }
 
 // ---- hop-by-hop ----
@@ -578,6 +731,7 @@ int main()
         cmocka_unit_test(test_no_store_private_no_cache),
         cmocka_unit_test(test_invalid_cache_control),
         cmocka_unit_test(test_vary_star_and_range),
+        cmocka_unit_test(test_conditional),
         cmocka_unit_test(test_authorization),
         cmocka_unit_test(test_set_cookie),
         cmocka_unit_test(test_freshness_precedence),
@@ -587,7 +741,10 @@ int main()
         cmocka_unit_test(test_cache_valid),
         cmocka_unit_test(test_min_max_ttl),
         cmocka_unit_test(test_stale_extensions),
+        cmocka_unit_test(test_invalid_age),
+        cmocka_unit_test(test_targeted_ignores_expires),
         cmocka_unit_test(test_verdict_names),
+        cmocka_unit_test(test_split_content_type),
         cmocka_unit_test(test_hop_by_hop),
         cmocka_unit_test(test_build_key),
         cmocka_unit_test(test_vary_names),

@@ -370,6 +370,19 @@ void test_url_template(void **)
     url_fails(expanded);
 }
 
+// Found by t/fuzz (fuzz_redis_url, regress/redis_url/nul-in-ipv6): the
+// IPv6 check stopped at an embedded NUL, so "[::<NUL>junk/]" was taken with
+// the junk in the host.
+void test_url_ipv6_embedded_nul(void **)
+{
+    using namespace std::string_literals;
+    url_fails("redis://[::\0]"s);
+    url_fails("redis://[::\0\x02junk/]:6379"s);
+    url_fails("redis://[::1\0:2]/0"s);
+    RedisUrl u = url_ok("redis://[::]");     // the part before the NUL is fine
+    assert_sv_equal(u.host, "::");
+}
+
 }  // namespace
 
 int main()
@@ -383,6 +396,7 @@ int main()
         cmocka_unit_test(test_url_userinfo),
         cmocka_unit_test(test_url_percent_and_special_passwords),
         cmocka_unit_test(test_url_hosts),
+        cmocka_unit_test(test_url_ipv6_embedded_nul),
         cmocka_unit_test(test_url_ports_and_db),
         cmocka_unit_test(test_url_malformed),
         cmocka_unit_test(test_url_errors_hide_password),

@@ -23,7 +23,7 @@ our $T;                 # the topology of this test file
 our $BLOCK;             # the block being run
 our %BLOCK_STATE;       # per-block: ua, jar, log offsets
 our @EXEMPT;            # [region, from, to, block name, exempt?] ranges of the error logs
-our $DEFAULT_LOG_WAIT = 3;
+our $DEFAULT_LOG_WAIT = 3;     # seconds, scaled()
 our $LIVE;              # the topology runs (run_tests(start => 0) only renders and runs nginx -t)
 
 my @BAD_LOG_PATTERNS = ('[alert]', '[emerg]', 'AddressSanitizer', 'runtime error:');
@@ -40,9 +40,12 @@ sub topology      { $T }
 
 # How much slower this run may be than a plain one: FLY_TEST_TIME_SCALE (the
 # Makefile sets it for the sanitizer pass), at least 1.  Every bound a test
-# puts on how long something may take is scaled($seconds).
-sub time_scale    { my $s = $ENV{FLY_TEST_TIME_SCALE}; defined $s && $s =~ /^\d+(?:\.\d+)?$/ && $s >= 1 ? $s : 1 }
-sub scaled        { $_[0] * time_scale() }
+# puts on how long something may take is scaled($seconds), and so is every
+# deadline of a poll and every client timeout (the harness scales its own:
+# --- timeout, --- max_elapsed, --- log_wait, send_request's and
+# parallel_get's timeout).
+sub time_scale    { FlyEdge::Topology::time_scale() }
+sub scaled        { FlyEdge::Topology::scaled($_[0]) }
 sub current_block { $BLOCK }
 sub cookie_jar    { $BLOCK_STATE{jar} }
 sub json_decode   { JSON::PP->new->allow_nonref->decode($_[0]) }
@@ -132,6 +135,11 @@ sub run_block {
     my $name = $block->name;
     my $region = block_region($block);
     check_eval_errors($block);
+    # `--- wait` used to sleep after the requests: a fixed sleep before a
+    # check is a race on a slow machine.  Expected log lines are polled for
+    # (--- error_log); anything else is polled for in --- test.
+    croak "--- wait is not supported: poll for the condition (--- error_log waits for its lines; "
+        . "in --- test use \$t->wait_until(sub { ... }, scaled(SECS)))" if exists $block->{wait};
 
     if (exists $block->{must_die}) {
         my %spec = block_spec($block);
@@ -167,9 +175,6 @@ sub run_block {
             or croak "--- test of '$name' does not compile: $@";
         $sub->($T, $block, \@responses);
     }
-    if (defined(my $wait = _section($block, 'wait'))) {
-        sleep $wait;
-    }
 
     # error log expectations, per region
     for my $r ($T->regions) {
@@ -181,7 +186,7 @@ sub run_block {
             next unless defined $want || defined $dont;
             my $get = sub { $T->error_log_since($r, $offset{$r}) };
             check_patterns($block, $get, "error_log$sfx", "no_error_log$sfx", "error log of $r",
-                           _section($block, 'log_wait') // $DEFAULT_LOG_WAIT);
+                           scaled(_section($block, 'log_wait') // $DEFAULT_LOG_WAIT));
         }
     }
 
@@ -260,6 +265,7 @@ sub _headers_list {
 
 # send_request(method => 'GET', path => '/x', region => 'atl', headers => {...} (Host allowed),
 #              body => '...', direct => 0, chunked => 0, route => 'port'|'header', timeout => 10)
+# (timeout: seconds, scaled)
 # Sends through the replay emulator (the port "near" region, or with
 # route => 'header' the main port plus `fly-prefer-region: <region>`), or
 # straight to the region's nginx with direct => 1.  %%PLACEHOLDERS%% are
@@ -270,7 +276,8 @@ sub _headers_list {
 # connected first and then sent at once (so they are in flight together).
 # Returns, in the order of @paths, { path, status, headers (lower-case
 # names), content, elapsed }; status 0 and elapsed undef when the answer did
-# not end before the timeout.
+# not end before the timeout (S seconds, default 15, scaled: a guard against
+# a hang, not a bound to assert).
 sub parallel_get {
     my ($paths, %o) = @_;
     require IO::Select;
@@ -279,7 +286,7 @@ sub parallel_get {
     my $sel = IO::Select->new;
     my (@c, %by_fd);
     for my $p (@$paths) {
-        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp', Timeout => 5)
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp', Timeout => scaled(5))
             or die "connect to nginx: $!";
         my $c = { sock => $s, buf => '', t0 => time, path => $p };
         push @c, $c;
@@ -290,7 +297,7 @@ sub parallel_get {
         $c->{sock}->blocking(0);
         $sel->add($c->{sock});
     }
-    my $deadline = time + ($o{timeout} // 15);
+    my $deadline = time + scaled($o{timeout} // 15);
     while ($sel->count && time < $deadline) {
         for my $s ($sel->can_read(0.05)) {
             my $c = $by_fd{fileno $s};
@@ -344,8 +351,9 @@ sub send_request {
             $args{content} = $body;
         }
     }
+    # the client timeout only guards against a hang: generous, and scaled
     my $ua = $req{ua} || ($BLOCK_STATE{ua}{$req{timeout} // ''} //= FlyEdge::Test::UA->new(
-        timeout => $req{timeout} // ($BLOCK ? _section($BLOCK, 'timeout') : undef) // 10,
+        timeout => scaled($req{timeout} // ($BLOCK ? _section($BLOCK, 'timeout') : undef) // 10),
         max_redirect => 0, keep_alive => 1, agent => 'fly-edge-test/1',
         ($BLOCK_STATE{jar} ? (cookie_jar => $BLOCK_STATE{jar}) : ())));
     my $t0 = time;
@@ -416,7 +424,8 @@ sub check_response {
         Test::More::like($res->{content}, $re, "$name - body like") or $show->();
     }
     if (defined(my $max = _pick(_section($block, 'max_elapsed'), $i))) {
-        Test::More::cmp_ok($res->{elapsed}, '<=', $max, "$name - answered within ${max}s");
+        my $bound = scaled($max);
+        Test::More::cmp_ok($res->{elapsed}, '<=', $bound, "$name - answered within ${bound}s");
     }
 }
 
@@ -650,6 +659,38 @@ C<[emerg]>, C<AddressSanitizer> or C<runtime error:> outside blocks that
 expected them, and calls done_testing (no plan to count).  A block that dies
 fails with the reason and the file goes on.
 
+=head1 TIMING
+
+The suite runs on slow and busy machines too (2 cores shared with other
+jobs; the sanitizer pass sets C<FLY_TEST_TIME_SCALE=4>).  C<time_scale()> is
+that factor (at least 1), C<scaled($secs)> is C<$secs * time_scale()>.
+
+=over
+
+=item *
+
+Prefer an event to the clock: the status, X-Cache, the app's X-Origin-Count
+or C</__count>, a log line, a Redis key.
+
+=item *
+
+Where a test must tell "waited for a configured timeout" from "did not
+wait", the bound is seconds and scaled (C<scaled(2)>), and the configured
+timeout is at least 5 times the bound (derive it from the bound).
+
+=item *
+
+Never sleep and then assert: poll for the condition with a scaled deadline,
+C<$t-E<gt>wait_until(sub { ... }, scaled(5))>; it returns as soon as the
+condition holds.
+
+=item *
+
+Timeouts that only guard against a hang (client timeouts, the topology's
+start/reload/stop waits) are generous and scaled.
+
+=back
+
 =head1 SECTIONS
 
 Test::Base syntax: C<--- name> then lines, or C<--- name: value> on one line;
@@ -732,7 +773,9 @@ C<--- test> code C<cookie_jar()-E<gt>cookie('name')>.
 
 =item --- request_delay: 0.2, --- timeout: 10
 
-Pause between requests; client timeout (seconds).
+Pause between requests (to space them, never to wait for a condition);
+client timeout (seconds, default 10, multiplied by C<time_scale()>: it
+guards against a hang and is never what a test asserts).
 
 =back
 
@@ -762,16 +805,20 @@ C<Name: regex>, C<!Name> absent.
 Exact body (use C<chomp> or C<eval> for bodies without a final newline) /
 regex (C</s>).
 
-=item --- max_elapsed: 0.5
+=item --- max_elapsed: 5
 
-The answer took at most that many seconds.
+The answer took at most C<scaled(5)> seconds.  Only for telling "did not
+wait for a timeout" from "waited": the timeout in question must be at least
+5 times C<scaled(N)>.  Prefer checking an event (a status, a log line, the
+app's X-Origin-Count).
 
 =item --- error_log, --- no_error_log
 
 Lines that must (not) appear in the error log of the block's region during
 the block (for C<must_die>: in nginx -t's output).  A plain line is a
 substring, a line starting C<qr> (C<qr/.../>, C<qr{...}m>) a regex; C<eval> may give an array of strings and
-qr//.  Expected lines are waited for up to C<--- log_wait: SECS> (default 3).
+qr//.  Expected lines are polled for up to C<scaled(--- log_wait: SECS)>
+(default 3); C<no_error_log> lines are checked once after that.
 C<--- error_log_scl> / C<_ord> / C<_atl> (and C<no_error_log_*>) name a
 region.  A block whose error_log expects C<[alert]>/C<[emerg]>/sanitizer
 text, or that has C<--- allow_alerts>, is exempt from the end-of-file check.
@@ -782,9 +829,12 @@ C<nginx -t> of the block's configuration (region of C<--- region>) must
 fail; C<--- error_log> lines must be in its output, e.g.
 C<qr/server\.conf:2/>.  Nothing is started for a file of must_die blocks only.
 
-=item --- wait: 0.5
+=item --- wait
 
-Sleep after the requests (e.g. for work done after the response).
+Not supported (a block using it fails): a fixed sleep before a check is a
+race on a slow machine.  Poll for the condition instead: C<--- error_log>
+waits for its lines; in C<--- test>, C<$t-E<gt>wait_until(sub { ... },
+scaled(5))> waits until the Redis key exists, the status changes, etc.
 
 =item --- test
 

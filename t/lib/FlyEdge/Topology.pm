@@ -33,6 +33,14 @@ our $DB_NAME = 'fly_demo';
 my %LIVE;          # refaddr => weakened topology, for END and signal handlers
 my $PORT_LOCK_DIR = '/tmp/fly-edge-port-locks';
 
+# How much slower this run may be than a plain one (FLY_TEST_TIME_SCALE, at
+# least 1; the sanitizer pass sets 4).  Every wait of the topology (start,
+# reload, stop, a command) only guards against a hang, so it is generous
+# and multiplied by this.  FlyEdge::Test exports the same as time_scale()
+# and scaled().
+sub time_scale { my $s = $ENV{FLY_TEST_TIME_SCALE}; defined $s && $s =~ /^\d+(?:\.\d+)?$/ && $s >= 1 ? $s : 1 }
+sub scaled     { $_[-1] * time_scale() }    # scaled($secs), also $t->scaled($secs)
+
 # ------------------------------------------------------------------ construction
 
 sub new {
@@ -117,6 +125,12 @@ sub _free_port {
     }
     croak "no free port found";
 }
+
+# reserve_port(): a port of that range, locked the same way for as long as
+# this process runs, for a test's own listener or for a port on which
+# nothing may listen (the kernel never hands it out to a port-0 listener).
+my %RESERVED = (used_port => {}, port_locks => []);
+sub reserve_port { _free_port(\%RESERVED) }
 
 # ------------------------------------------------------------------ accessors
 
@@ -286,7 +300,7 @@ sub _run {
     close $tmp;
     chown((getpwnam($o{user}))[2, 3], $out) if $o{user};
     my $pid = $self->_spawn("run-$name", %o, log => $out);
-    my $deadline = time + ($o{timeout} || 60);
+    my $deadline = time + scaled($o{timeout} || 60);
     my $rc;
     while (1) {
         my $w = waitpid($pid, WNOHANG);
@@ -326,7 +340,7 @@ sub _stop_procs {
         kill $p->{sig}, $p->{pid};
         push @live, $p;
     }
-    my $deadline = time + 10;
+    my $deadline = time + scaled(10);
     while (@live && time < $deadline) {
         @live = grep { $self->_alive($_->{name}) } @live;
         sleep 0.01 if @live;
@@ -371,9 +385,11 @@ sub _write {
 }
 
 # Wait for several conditions at once: each is [description, service name or
-# undef, sub returning true when ready].  Dies naming what did not happen.
+# undef, sub returning true when ready].  Dies naming what did not happen
+# after scaled($timeout) seconds.
 sub _wait_all {
     my ($self, $timeout, @checks) = @_;
+    $timeout = scaled($timeout);
     my $deadline = time + $timeout;
     my $nap = 0.01;
     while (@checks) {
@@ -402,10 +418,12 @@ sub _wait_all {
     return 1;
 }
 
-# Poll $test until it returns true (returns its value) or $timeout seconds pass (returns false).
+# Poll $test until it returns true (returns its value) or $timeout seconds
+# pass (returns false).  The caller scales $timeout (scaled(5)); the
+# default is scaled(10).
 sub wait_until {
     my ($self, $test, $timeout) = @_;
-    my $deadline = time + ($timeout // 10);
+    my $deadline = time + ($timeout // scaled(10));
     my $nap = 0.005;
     while (1) {
         my $v = eval { $test->() };
@@ -426,7 +444,7 @@ sub _port_open {
 
 sub _http_get {
     my ($url, $timeout) = @_;
-    return HTTP::Tiny->new(timeout => $timeout || 2, keep_alive => 0, max_redirect => 0)->get($url);
+    return HTTP::Tiny->new(timeout => scaled($timeout || 2), keep_alive => 0, max_redirect => 0)->get($url);
 }
 
 # ------------------------------------------------------------------ start / stop
@@ -543,7 +561,7 @@ sub _redis_cmdline {
         '--daemonize', 'no', '--dir', $dir, '--logfile', '', '--loglevel', 'notice',
         '--requirepass', $self->{password}, '--masterauth', $self->{password},
         '--save', '', '--appendonly', 'no',
-        '--maxmemory', '64mb', '--maxmemory-policy', 'allkeys-lru', '--replica-ignore-maxmemory', 'no',
+        '--maxmemory', '64mb', '--maxmemory-policy', 'volatile-lru', '--replica-ignore-maxmemory', 'no',
         '--repl-diskless-sync', 'yes', '--repl-diskless-sync-delay', '0',
         '--enable-debug-command', 'local');
     if ($r ne $self->{primary}) {
@@ -576,7 +594,7 @@ sub _redis_client {
     delete $self->{redis}{$r} if $fresh;
     return $self->{redis}{$r} //= Redis->new(
         server => '127.0.0.1:' . $self->redis_port($r), password => $self->{password},
-        cnx_timeout => 1, read_timeout => 5, write_timeout => 5, reconnect => 0);
+        cnx_timeout => scaled(1), read_timeout => scaled(5), write_timeout => scaled(5), reconnect => 0);
 }
 
 # redis($region): a Redis.pm client of that region's Redis (reconnects after stop/start).
@@ -653,7 +671,8 @@ sub resume_redis {
 }
 
 # redis_debug_sleep($region, $seconds): DEBUG SLEEP in the background (the
-# server blocks for that long); returns at once.
+# server blocks for that long); returns once the server sleeps (see
+# redis_asleep), dies if it does not begin to.
 sub redis_debug_sleep {
     my ($self, $r, $secs) = @_;
     $r = $self->_region($r);
@@ -661,7 +680,22 @@ sub redis_debug_sleep {
     $self->_spawn($name, cmd => ['/usr/bin/redis-cli', '-h', '127.0.0.1', '-p', $self->redis_port($r),
         '-a', $self->{password}, '--no-auth-warning', 'DEBUG', 'SLEEP', $secs],
         log => "$self->{dir}/redis-debug.log");
-    sleep 0.05;
+    $self->_wait_all(10, ["redis $r in DEBUG SLEEP", "redis-$r", sub { $self->redis_asleep($r) }]);
+}
+
+# redis_asleep($region): true while that Redis is inside DEBUG SLEEP (or
+# another sleep): its main thread waits in nanosleep, not in epoll_wait
+# (Linux /proc: wchan, or the syscall number where wchan says nothing).
+my %NANOSLEEP = (x86_64 => [35, 230], aarch64 => [101, 115]);
+sub redis_asleep {
+    my ($self, $r) = @_;
+    my $pid = $self->pid('redis-' . $self->_region($r)) or return 0;
+    my $wchan = _slurp("/proc/$pid/wchan") // '';
+    return 1 if $wchan =~ /nanosleep/;
+    return 0 if $wchan =~ /[a-z]/;
+    my ($arch) = $Config{archname} =~ /^(\w+?)-/;
+    my ($nr) = (_slurp("/proc/$pid/syscall") // '') =~ /^(\d+)/;
+    return defined $nr && $arch && grep({ $_ == $nr } @{$NANOSLEEP{$arch} || []}) ? 1 : 0;
 }
 
 # ------------------------------------------------------------------ PostgreSQL
@@ -749,7 +783,7 @@ sub wait_for_pg_replication {
         my ($ok) = $self->dbh($replica)->selectrow_array(
             'SELECT pg_last_wal_replay_lsn() >= ?::pg_lsn', undef, $lsn);
         $ok;
-    }, $timeout // 10);
+    }, $timeout // scaled(10));
 }
 
 # ------------------------------------------------------------------ the demo app
@@ -775,7 +809,8 @@ sub start_app { my ($self, $r) = @_; $self->_wait_all(20, $self->_spawn_app($sel
 sub _spawn_emulator {
     my ($self) = @_;
     my @cmd = ($PYTHON, "$ROOT/t/app/replay_emulator.py", '--listen', $self->emulator_port,
-        '--default-region', $self->{primary}, '--app', $APP_NAME);
+        '--default-region', $self->{primary}, '--app', $APP_NAME,
+        '--timeout', scaled(60));    # how long it waits for a region: a guard
     for my $r (@{$self->{regions}}) {
         push @cmd, '--region', "$r=127.0.0.1:" . $self->nginx_port($r),
                    '--region-port', "$r=" . $self->emulator_port($r),
@@ -1103,7 +1138,7 @@ picked at random below the kernel's ephemeral range, checked free and locked
 A redis-server per region: the primary in C<scl>, replicas (C<--replicaof>,
 C<--replica-read-only no>) in C<ord> and C<atl>, all with C<--requirepass>
 and C<--masterauth> (one generated password), C<--maxmemory 64mb
---maxmemory-policy allkeys-lru --replica-ignore-maxmemory no>, no persistence,
+--maxmemory-policy volatile-lru --replica-ignore-maxmemory no>, no persistence,
 DEBUG allowed from localhost.  start() waits until each replica reports
 C<master_link_status:up>.  A key written on the primary reaches every replica;
 a key written on a replica stays in that region (until a full resync).
@@ -1201,7 +1236,7 @@ C<FLY_TEST_VERBOSE>, C<FLY_TEST_TMPDIR> (default F</tmp>).
 =item start(%spec), stop
 
 start() takes the same arguments as configure().  stop() stops every process
-by PID (their own signal, KILL after 10 s) and removes the directory unless
+by PID (their own signal, KILL after C<scaled(10)> s) and removes the directory unless
 C<$FLY_TEST_KEEP> is set or a test failed.  END, DESTROY and SIGINT/TERM/HUP/QUIT
 handlers call it; children also get a parent-death signal.
 
@@ -1213,12 +1248,15 @@ C<pg_primary_port>, C<pg_replica_port>, C<database_url(R)>, C<pg_dsn(R)>,
 C<emulator_port([R])>, C<emulator_url([R])>, C<control_port(R)>,
 C<machine_id(R)>, C<vars(R)>, C<substitute(R, TEXT)>, C<dir>, C<regions>,
 C<replica_regions>, C<primary_region>, C<module_path>, C<has_module>.
+C<FlyEdge::Topology::reserve_port()>: a free port of the same range,
+locked for the life of the process (e.g. one nothing listens on).
 
 =item Redis
 
 C<redis(R)> (Redis.pm client), C<redis_cli(R, @args)>, C<stop_redis(R)>,
 C<start_redis(R)>, C<pause_redis(R [, secs])> (SIGSTOP; SIGCONT after secs),
-C<resume_redis(R)>, C<redis_debug_sleep(R, secs)>.
+C<resume_redis(R)>, C<redis_debug_sleep(R, secs)> (returns once Redis
+sleeps), C<redis_asleep(R)> (true while it is inside DEBUG SLEEP).
 
 =item PostgreSQL
 
@@ -1241,7 +1279,16 @@ C<stop_app(R)>, C<start_app(R)>, C<app_log_path(R)>.
 
 =item wait_until(sub, timeout)
 
-Polls until the sub returns true; returns its value or undef.
+Polls until the sub returns true (at once, then at growing intervals of up
+to 0.1 s); returns its value, or undef once C<timeout> seconds have passed.
+The caller scales C<timeout> (C<scaled(5)>); without one, C<scaled(10)>.
+
+=item time_scale(), scaled(secs)
+
+C<FLY_TEST_TIME_SCALE> (at least 1) and C<secs> times it.  Every wait of
+the topology (start, reload, stop, a command it runs, its clients'
+timeouts, the emulator's C<--timeout>) is a guard against a hang, generous
+and scaled.
 
 =back
 

@@ -1,0 +1,776 @@
+// fly-edge nginx shell: the cache's lookup side.  A pre-content phase
+// handler sends, in one round trip, a GET of the key and a GET of the tag
+// epoch to the region's Redis and parks the request; from the two replies
+// the request gets a HIT sent from the reply's own bytes (send_hit), or
+// the phases resume and the location's content handler answers (MISS,
+// EXPIRED, BYPASS, ERROR).  A Vary marker costs a GET of the variant; an
+// entry stored before the last tag purge costs an MGET of its tag records
+// (core/cache_tags.hpp).  A tombstone is a MISS whose fill the fence may
+// forbid (core/tombstone.hpp).  The same-location purge is dispatched
+// from here (ngx_fly_purge.cpp).  The fill side is ngx_fly_cache_fill.cpp.
+#include "ngx_fly_cache.hpp"
+#include "ngx_fly_redis.hpp"
+#include "core/cache_entry.hpp"
+#include "core/cache_tags.hpp"
+#include "core/tombstone.hpp"
+#include "core/conditional.hpp"
+
+extern "C" {
+#include <hiredis/hiredis.h>
+}
+
+#include <exception>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fly {
+
+namespace {
+
+time_t log_slot_redis;           // rate limits for log lines
+time_t log_slot_entry;
+time_t log_slot_epoch;
+
+// What a GET of the key (or the variant) answered.
+enum ValueState : uint8_t {
+    kPending,
+    kFailed,                     // no reply: Redis unavailable or slow
+    kRefused,                    // an error reply (NOAUTH, LOADING, ...)
+    kNil,
+    kString,                     // its bytes are in cc->reply
+    kNotString,                  // another type under the key
+};
+
+void free_reply(CacheCtx *cc)
+{
+    if (cc->reply != nullptr) {
+        redis_free_str(cc->reply);
+        cc->reply = nullptr;
+        cc->reply_len = 0;
+    }
+}
+time_t log_slot_precondition;
+
+void cache_cleanup(void *data) noexcept
+{
+    auto *cc = static_cast<CacheCtx *>(data);
+    for (RedisOp **op : {&cc->op, &cc->epoch_op}) {
+        if (*op != nullptr) {
+            RedisClient::cancel(*op);
+            *op = nullptr;
+        }
+    }
+    free_reply(cc);
+    cc->~CacheCtx();
+}
+
+CacheCtx *create_cache_ctx(ngx_http_request_t *r, RequestCtx *ctx)
+{
+    ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool, sizeof(CacheCtx));
+    if (cln == nullptr) {
+        return nullptr;
+    }
+    auto *cc = new (cln->data) CacheCtx();
+    cc->r = r;
+    cln->handler = cache_cleanup;
+    ctx->cache = cc;
+    return cc;
+}
+
+// ---- HIT ------------------------------------------------------------------
+
+// What the entry's preconditions compare with: its first ETag,
+// Last-Modified and Date (the core parses them if it needs them).
+core::StoredValidators stored_validators(const core::EntryView &e)
+{
+    core::StoredValidators v;
+    v.status = e.meta.status;
+    v.stored = e.meta.stored;
+    for (size_t i = 0; i < e.nheaders; i++) {
+        std::string_view name = e.headers[i].name;
+        std::string_view value = e.headers[i].value;
+        if (!v.etag && core::iequals(name, "ETag")) {
+            v.etag = value;
+        } else if (!v.last_modified && core::iequals(name, "Last-Modified")) {
+            v.last_modified = value;
+        } else if (!v.date && core::iequals(name, "Date")) {
+            v.date = value;
+        }
+    }
+    return v;
+}
+
+std::optional<std::string_view> value_of(const ngx_table_elt_t *h)
+{
+    if (h == nullptr) {
+        return std::nullopt;
+    }
+    return view(h->value);
+}
+
+// RFC 9110 13.2.2 against the entry, for a request with a precondition
+// or a Range (nginx has parsed those headers already).
+core::CondDecision evaluate_preconditions(ngx_http_request_t *r,
+                                          const core::EntryView &e)
+{
+    ngx_http_headers_in_t &in = r->headers_in;
+    core::Preconditions p;
+    p.if_match = value_of(in.if_match);
+    p.if_none_match = value_of(in.if_none_match);
+    p.if_modified_since = value_of(in.if_modified_since);
+    p.if_unmodified_since = value_of(in.if_unmodified_since);
+    p.if_range = value_of(in.if_range);
+    p.range = in.range != nullptr;
+    p.get = r->method == NGX_HTTP_GET;
+    p.head = r->method == NGX_HTTP_HEAD;
+    core::CondDecision d = core::evaluate_conditions(p, stored_validators(e));
+    if (!d.ignored.empty() && log_allowed(&log_slot_precondition)) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "fly_cache: ignoring malformed %*s",
+                      (int) d.ignored.size(), d.ignored.data());
+    }
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: preconditions: outcome %d, range %d",
+                   static_cast<int>(d.outcome), d.use_range ? 1 : 0);
+    return d;
+}
+
+// Representation metadata a 304 leaves out (RFC 9110 15.4.5): the client
+// has the representation they describe.
+bool representation_metadata(std::string_view name)
+{
+    return core::iequals(name, "Content-Type")
+           || core::iequals(name, "Content-Encoding")
+           || core::iequals(name, "Content-Language");
+}
+
+// Sends a stored response: the whole of it, a 304 or 412 when the
+// request's preconditions say so, or (nginx's range filter) the ranges
+// asked for.  The body points into cc->reply, which the request's pool
+// cleanup frees after the response is gone.
+ngx_int_t send_hit(ngx_http_request_t *r, RequestCtx *ctx,
+                   const core::EntryView &e)
+{
+    LocConf *lcf = loc_conf(r);
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ctx->cache_status = CacheStatus::hit;
+
+    ngx_http_headers_in_t &in = r->headers_in;
+    bool not_modified = false;
+    if (in.if_match || in.if_none_match || in.if_modified_since
+        || in.if_unmodified_since || in.range)
+    {
+        core::CondDecision d = evaluate_preconditions(r, e);
+        if (d.outcome == core::CondOutcome::precondition_failed) {
+            if (!add_status_header(r, lcf, CacheStatus::hit)) {
+                return NGX_ERROR;
+            }
+            return NGX_HTTP_PRECONDITION_FAILED;
+        }
+        not_modified = d.outcome == core::CondOutcome::not_modified;
+        // Decided here for the range filter, which would otherwise test
+        // If-Range again by its own rules (a weak ETag would match).
+        if (!d.use_range) {
+            in.range = nullptr;      // the whole body
+        }
+        in.if_range = nullptr;
+    }
+
+    // The preconditions are answered above, in RFC 9110's order, which
+    // nginx's not_modified filter does not follow: it must leave them be.
+    // The range filter serves a Range from the stored body.
+    r->disable_not_modified = 1;
+    r->allow_ranges = 1;
+    r->headers_out.status = not_modified ? NGX_HTTP_NOT_MODIFIED
+                                         : e.meta.status;
+    r->headers_out.content_length_n =
+        not_modified ? -1 : static_cast<off_t>(e.body.size());
+    r->headers_out.last_modified_time = -1;
+
+    for (size_t i = 0; i < e.nheaders; i++) {
+        std::string_view name = e.headers[i].name;
+        std::string_view value = e.headers[i].value;
+        if (core::iequals(name, "Content-Length")
+            || core::iequals(name, "Accept-Ranges")   // the range filter's
+            || (not_modified && representation_metadata(name)))
+        {
+            continue;
+        }
+        if (core::iequals(name, "Content-Type")) {
+            // As the upstream module sets it on the MISS: the filters
+            // that match types (gzip, ssi, sub_filter, charset) compare
+            // the type without the charset, which goes to its own field.
+            core::ContentType ct = core::split_content_type(value);
+            r->headers_out.content_type.len = value.size();
+            r->headers_out.content_type.data = (u_char *) value.data();
+            r->headers_out.content_type_len = ct.type_len;
+            r->headers_out.content_type_lowcase = nullptr;
+            r->headers_out.charset.len = ct.charset.size();
+            r->headers_out.charset.data = (u_char *) ct.charset.data();
+            continue;
+        }
+        ngx_table_elt_t *h = push_header(r, name, value);
+        if (h == nullptr) {
+            return NGX_ERROR;
+        }
+        // nginx's own filters (gzip, range, header) look at these; the
+        // stored Date keeps the header filter from writing the time now.
+        if (core::iequals(name, "Content-Encoding")) {
+            r->headers_out.content_encoding = h;
+        } else if (core::iequals(name, "ETag")) {
+            if (r->headers_out.etag == nullptr) {
+                r->headers_out.etag = h;
+            }
+        } else if (core::iequals(name, "Last-Modified")) {
+            r->headers_out.last_modified = h;
+            r->headers_out.last_modified_time =
+                ngx_parse_http_time(h->value.data, h->value.len);
+        } else if (core::iequals(name, "Date")) {
+            r->headers_out.date = h;
+        }
+        // Location stays a plain header, as on the MISS: setting
+        // headers_out.location would make nginx rewrite a relative one.
+    }
+
+    // RFC 9111 5.1: a response from a cache carries Age.
+    u_char *age = static_cast<u_char *>(ngx_pnalloc(r->pool, NGX_TIME_T_LEN));
+    if (age == nullptr) {
+        return NGX_ERROR;
+    }
+    size_t agelen = ngx_sprintf(age, "%L",
+                                static_cast<int64_t>(core::entry_age(
+                                    e.meta, ngx_time()))) - age;
+    if (push_header(r, "Age", {reinterpret_cast<char *>(age), agelen})
+            == nullptr
+        || !add_status_header(r, lcf, CacheStatus::hit))
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_int_t rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+    if (e.body.empty()) {
+        return ngx_http_send_special(r, NGX_HTTP_LAST);
+    }
+    ngx_buf_t *b = static_cast<ngx_buf_t *>(ngx_calloc_buf(r->pool));
+    if (b == nullptr) {
+        return NGX_ERROR;
+    }
+    b->pos = (u_char *) e.body.data();
+    b->last = b->pos + e.body.size();
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+    ngx_chain_t out = {b, nullptr};
+    return ngx_http_output_filter(r, &out);
+}
+
+// ---- lookup -------------------------------------------------------------
+
+void on_base(void *data, redisReply *reply) noexcept;
+void on_epoch(void *data, redisReply *reply) noexcept;
+void on_variant(void *data, redisReply *reply) noexcept;
+void on_tags(void *data, redisReply *reply) noexcept;
+
+RedisOp *send_get(ngx_http_request_t *r, CacheCtx *cc, std::string_view key,
+                  RedisCallback cb)
+{
+    MainConf *mcf = main_conf(r);
+    const char *argv[2] = {"GET", key.data()};
+    size_t argvlen[2] = {3, key.size()};
+    RedisOp *op = mcf->redis_client->command(2, argv, argvlen, cb, cc);
+    if (op == nullptr) {
+        forget_scripts(mcf->redis_client);
+    }
+    return op;
+}
+
+// Lets the phases run on after a lookup: the content handler answers.
+void resume(ngx_http_request_t *r, CacheCtx *cc)
+{
+    free_reply(cc);
+    cc->waiting = false;
+    r->main->count--;
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+// The lookup's outcome when it is not a HIT; `store`: a fill may follow.
+void finish(ngx_http_request_t *r, CacheCtx *cc, CacheStatus s, bool store)
+{
+    get_ctx(r)->cache_status = s;
+    if (!store) {
+        cc->want_store = false;  // Redis is in trouble, or the fence says no
+    }
+    resume(r, cc);
+}
+
+// HIT: the body is sent from the reply's bytes, kept until the request ends.
+void hit(ngx_http_request_t *r, CacheCtx *cc, const core::EntryView &e)
+{
+    cc->waiting = false;
+    cc->want_store = false;
+    r->main->count--;
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: HIT status %ui, %uz body bytes",
+                   (ngx_uint_t) e.meta.status, e.body.size());
+
+    ngx_http_finalize_request(r, send_hit(r, get_ctx(r), e));
+}
+
+// Sorts a GET reply out, logging what is worth it; a string's bytes are
+// taken into cc->reply.
+ValueState classify(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
+{
+    if (reply == nullptr) {
+        forget_scripts(main_conf(r)->redis_client);
+        return kFailed;
+    }
+    if (reply->type == REDIS_REPLY_NIL) {
+        return kNil;
+    }
+    if (reply->type == REDIS_REPLY_ERROR
+        && std::string_view(reply->str, reply->len).substr(0, 9) != "WRONGTYPE")
+    {
+        // Redis refuses (NOAUTH, LOADING, OOM, ...): leave it alone.
+        if (log_allowed(&log_slot_redis)) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "fly_cache: Redis answered GET with \"%*s\"",
+                          (int) reply->len, reply->str);
+        }
+        return kRefused;
+    }
+    if (reply->type != REDIS_REPLY_STRING) {
+        // Not ours (another type under the key): a MISS whose fill
+        // replaces it, as for an unreadable entry.
+        if (log_allowed(&log_slot_entry)) {
+            bool err = reply->type == REDIS_REPLY_ERROR;
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "fly_cache: ignoring a value that is not a string "
+                          "under key \"%*s\" (%*s)", (int) cc->key.size(),
+                          cc->key.data(), err ? (int) reply->len : 10,
+                          err ? reply->str : "wrong type");
+        }
+        return kNotString;
+    }
+    // keep the reply's bytes (a HIT's body); the client frees the rest
+    cc->reply = reply->str;
+    cc->reply_len = reply->len;
+    reply->str = nullptr;
+    reply->len = 0;
+    return kString;
+}
+
+// The epoch read with the lookup; a fill stores it, a HIT compares it.
+void record_epoch(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
+{
+    cc->epoch_ok = false;
+    if (reply == nullptr) {
+        return;
+    }
+    if (reply->type == REDIS_REPLY_NIL) {
+        cc->epoch_ok = true;     // no purge ever: epoch 0
+        return;
+    }
+    if (reply->type == REDIS_REPLY_STRING) {
+        cc->epoch_str.assign(reply->str, reply->len);
+        cc->epoch_ok = true;
+        if (!core::parse_epoch(cc->epoch_str, cc->epoch)
+            && log_allowed(&log_slot_epoch))
+        {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "fly_cache: the tag epoch \"%*s\" is not a number; "
+                          "tag purges fail until it is deleted",
+                          (int) reply->len, reply->str);
+        }
+        return;
+    }
+    bool refused = reply->type == REDIS_REPLY_ERROR
+                   && std::string_view(reply->str, reply->len).substr(0, 9)
+                          != "WRONGTYPE";
+    if (!refused) {
+        // another type under the key: as a garbage value, epoch 0
+        cc->epoch_ok = true;
+    }
+    ngx_uint_t level = refused ? NGX_LOG_ERR : NGX_LOG_WARN;
+    if (log_allowed(&log_slot_epoch)) {
+        ngx_log_error(level, r->connection->log, 0,
+                      "fly_cache: Redis answered GET of the tag epoch with %s",
+                      reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                       : "another type");
+    }
+}
+
+// A tombstone under the base key: a MISS; its fill is stored only if the
+// fence allows it (the fill script checks again, against the newest).
+void on_tombstone(ngx_http_request_t *r, CacheCtx *cc, std::string_view data,
+                  bool variant)
+{
+    core::Tombstone t;
+    if (variant || !core::decode_tombstone(data, t)) {
+        if (log_allowed(&log_slot_entry)) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "fly_cache: ignoring an unreadable tombstone (%uz "
+                          "bytes) for key \"%*s\"", data.size(),
+                          (int) cc->key.size(), cc->key.data());
+        }
+        finish(r, cc, CacheStatus::miss, true);
+        return;
+    }
+    bool pass = core::fence_allows(t, cc->fence);
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: tombstone, %s",
+                   pass ? "the fill may pass it" : "fill fenced");
+    finish(r, cc, CacheStatus::miss, pass);
+}
+
+// A fresh entry stored before the last tag purge: its tag records say.
+void check_tags(ngx_http_request_t *r, CacheCtx *cc, const core::EntryView &e)
+{
+    std::vector<std::string> keys;
+    keys.reserve(1 + e.ntags);
+    keys.push_back(core::tag_record_key(core::implicit_tag(cc->key)));
+    for (size_t i = 0; i < e.ntags; i++) {
+        keys.push_back(core::tag_record_key(e.tags[i]));
+    }
+    std::vector<const char *> argv;
+    std::vector<size_t> argvlen;
+    argv.push_back("MGET");
+    argvlen.push_back(4);
+    for (const std::string &k : keys) {
+        argv.push_back(k.data());
+        argvlen.push_back(k.size());
+    }
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: entry of epoch %uL, checking %uz tags",
+                   e.meta.epoch, keys.size());
+    cc->op = main_conf(r)->redis_client->command(
+        static_cast<int>(argv.size()), argv.data(), argvlen.data(), on_tags, cc);
+    if (cc->op == nullptr) {
+        finish(r, cc, CacheStatus::error, false);
+    }
+}
+
+// The value under the key (or, `variant`, under the variant key) and the
+// epoch are in: decide.
+void decide(ngx_http_request_t *r, CacheCtx *cc, ValueState state, bool variant)
+{
+    if (!cc->epoch_ok || state == kFailed || state == kRefused) {
+        finish(r, cc, CacheStatus::error, false);
+        return;
+    }
+    if (state != kString) {
+        finish(r, cc, CacheStatus::miss, true);
+        return;
+    }
+
+    std::string_view data(cc->reply, cc->reply_len);
+    if (core::is_tombstone(data)) {
+        on_tombstone(r, cc, data, variant);
+        return;
+    }
+
+    core::EntryView e;
+    core::DecodeError err = core::decode_entry(data, e);
+    if (err != core::DecodeError::none) {
+        if (log_allowed(&log_slot_entry)) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "fly_cache: ignoring unreadable entry (%*s, %uz "
+                          "bytes) for key \"%*s\"",
+                          (int) core::decode_error_name(err).size(),
+                          core::decode_error_name(err).data(), data.size(),
+                          (int) cc->key.size(), cc->key.data());
+        }
+        finish(r, cc, CacheStatus::miss, true);
+        return;
+    }
+
+    if (e.meta.flags & core::kEntryVaryMarker) {
+        if (variant || e.nheaders != 1) {
+            finish(r, cc, CacheStatus::miss, true);  // a marker under a marker
+            return;
+        }
+        cc->generation.assign(e.body);
+        bool ok = core::build_variant_key(
+            variant_base(cc), e.headers[0].value,
+            [&](std::string_view name) { return request_header(r, name); },
+            cc->variant_key);
+        free_reply(cc);
+        if (!ok) {
+            finish(r, cc, CacheStatus::bypass, false);
+            return;
+        }
+        cc->lookup_variant = true;
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "fly cache: vary marker, looking up the variant");
+        cc->op = send_get(r, cc, cc->variant_key, on_variant);
+        if (cc->op == nullptr) {
+            finish(r, cc, CacheStatus::error, false);
+        }
+        return;
+    }
+
+    if (!core::entry_fresh(e.meta, ngx_time())) {
+        finish(r, cc, CacheStatus::expired, true);
+        return;
+    }
+    if (e.meta.epoch != cc->epoch) {
+        check_tags(r, cc, e);
+        return;
+    }
+    hit(r, cc, e);
+}
+
+void tags_reply(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
+{
+    core::EntryView e;
+    if (core::decode_entry(std::string_view(cc->reply, cc->reply_len), e)
+        != core::DecodeError::none)
+    {
+        finish(r, cc, CacheStatus::error, false);    // cannot happen
+        return;
+    }
+    size_t n = 1 + e.ntags;
+    if (reply == nullptr || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != n)
+    {
+        if (reply != nullptr && log_allowed(&log_slot_redis)) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "fly_cache: Redis answered MGET of tag records "
+                          "with %s", reply->type == REDIS_REPLY_ERROR
+                                         ? reply->str : "something else");
+        }
+        finish(r, cc, CacheStatus::error, false);
+        return;
+    }
+    core::TagRecord records[1 + core::kMaxTags];
+    for (size_t i = 0; i < n; i++) {
+        redisReply *el = reply->element[i];
+        records[i].present = el->type != REDIS_REPLY_NIL;
+        if (el->type == REDIS_REPLY_STRING) {
+            records[i].value = std::string_view(el->str, el->len);
+        }
+    }
+    bool malformed = false;
+    core::TagVerdict v = core::tag_verdict(e.meta.epoch, records, n, malformed);
+    if (malformed && log_allowed(&log_slot_entry)) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "fly_cache: a malformed tag record of key \"%*s\" "
+                      "counts as a purge", (int) cc->key.size(), cc->key.data());
+    }
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: tag records say %s",
+                   v == core::TagVerdict::valid   ? "valid"
+                   : v == core::TagVerdict::stale ? "stale (soft purge)"
+                                                  : "purged");
+    switch (v) {
+    case core::TagVerdict::valid:
+        hit(r, cc, e);
+        break;
+    case core::TagVerdict::stale:
+        // served only under fly_cache_use_stale rules (not there yet)
+        finish(r, cc, CacheStatus::expired, true);
+        break;
+    case core::TagVerdict::purged:
+        finish(r, cc, CacheStatus::miss, true);
+        break;
+    }
+}
+
+// Runs a Redis callback's body for request `cc->r`, with the request's
+// posted requests after it; an exception sends the request to the app.
+template <typename F>
+void in_callback(void *data, RedisOp *CacheCtx::*op, F &&f) noexcept
+{
+    auto *cc = static_cast<CacheCtx *>(data);
+    ngx_http_request_t *r = cc->r;
+    ngx_connection_t *c = r->connection;
+    cc->*op = nullptr;
+    try {
+        f(r, cc);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0, "fly_cache: %s", e.what());
+        if (cc->waiting && cc->op == nullptr && cc->epoch_op == nullptr) {
+            finish(r, cc, CacheStatus::error, false);
+        }
+    }
+    ngx_http_run_posted_requests(c);
+}
+
+// The key's and the epoch's replies come in that order (one connection);
+// whichever is last decides.
+void on_base(void *data, redisReply *reply) noexcept
+{
+    in_callback(data, &CacheCtx::op, [&](ngx_http_request_t *r, CacheCtx *cc) {
+        cc->base_state = classify(r, cc, reply);
+        if (cc->epoch_op == nullptr) {
+            decide(r, cc, static_cast<ValueState>(cc->base_state), false);
+        }
+    });
+}
+
+void on_epoch(void *data, redisReply *reply) noexcept
+{
+    in_callback(data, &CacheCtx::epoch_op, [&](ngx_http_request_t *r, CacheCtx *cc) {
+        record_epoch(r, cc, reply);
+        if (get_ctx(r)->cache_status == CacheStatus::bypass) {
+            if (!cc->epoch_ok) {
+                cc->want_store = false;
+            }
+            resume(r, cc);
+            return;
+        }
+        if (cc->op == nullptr) {
+            decide(r, cc, static_cast<ValueState>(cc->base_state), false);
+        }
+    });
+}
+
+void on_variant(void *data, redisReply *reply) noexcept
+{
+    in_callback(data, &CacheCtx::op, [&](ngx_http_request_t *r, CacheCtx *cc) {
+        decide(r, cc, classify(r, cc, reply), true);
+    });
+}
+
+void on_tags(void *data, redisReply *reply) noexcept
+{
+    in_callback(data, &CacheCtx::op, [&](ngx_http_request_t *r, CacheCtx *cc) {
+        tags_reply(r, cc, reply);
+    });
+}
+
+ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
+{
+    MainConf *mcf = main_conf(r);
+    CacheCtx *cc = create_cache_ctx(r, ctx);
+    if (cc == nullptr) {
+        return NGX_DECLINED;
+    }
+
+    cc->uri_changes = r->uri_changes;
+    // what the fill's fence needs to know of its lookup (issue 9: the
+    // replica position sampled now goes into cc->fence too)
+    cc->fence.lookup_ms = now_ms();
+    cc->fence.fence_ms = static_cast<int64_t>(lcf->cache_fence);
+    cc->lookup_msec = ngx_current_msec;
+
+    ngx_str_t key;
+    if (ngx_http_complex_value(r, lcf->cache_key, &key) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+    if (!core::build_key(view(key), cc->key)) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "fly_cache: key of %uz bytes not cached", key.len);
+        ctx->cache_status = CacheStatus::bypass;
+        return NGX_DECLINED;
+    }
+
+    if (mcf->redis_client == nullptr) {
+        ctx->cache_status = CacheStatus::error;
+        return NGX_DECLINED;
+    }
+
+    if (lcf->cache_bypass != nullptr
+        && ngx_http_test_predicates(r, lcf->cache_bypass) == NGX_DECLINED)
+    {
+        // Not read, but still refreshed: the fill needs the epoch of
+        // before the app is asked.
+        ctx->cache_status = CacheStatus::bypass;
+        cc->epoch_op = send_get(r, cc, core::kEpochKey, on_epoch);
+        if (cc->epoch_op == nullptr) {
+            return NGX_DECLINED;
+        }
+    } else {
+        // Two commands written together: one round trip.
+        cc->op = send_get(r, cc, cc->key, on_base);
+        if (cc->op != nullptr) {
+            cc->epoch_op = send_get(r, cc, core::kEpochKey, on_epoch);
+        }
+        if (cc->epoch_op == nullptr) {
+            if (cc->op != nullptr) {
+                RedisClient::cancel(cc->op);
+                cc->op = nullptr;
+            }
+            ctx->cache_status = CacheStatus::error;
+            return NGX_DECLINED;
+        }
+    }
+
+    cc->want_store = true;
+    cc->waiting = true;
+    r->main->count++;
+    // Wake-ups of the client connection must not re-enter the phases.
+    r->write_event_handler = ngx_http_request_empty_handler;
+    return NGX_DONE;
+}
+
+ngx_int_t handle(ngx_http_request_t *r)
+{
+    LocConf *lcf = loc_conf(r);
+    if (lcf->cache_purge != nullptr) {
+        ngx_int_t rc = purge_precontent(r, lcf);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+    if (!lcf->cache || r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    RequestCtx *ctx = get_ctx(r);
+    if (ctx != nullptr && ctx->cache != nullptr) {
+        // Back after a lookup, or after an internal redirect.
+        return ctx->cache->waiting ? NGX_DONE : NGX_DECLINED;
+    }
+
+    if ((lcf->cache_methods & method_bit(r->method)) == 0) {
+        return NGX_DECLINED;
+    }
+
+    if (ctx == nullptr) {
+        ctx = create_ctx(r);
+        if (ctx == nullptr) {
+            return NGX_DECLINED;
+        }
+    }
+    return lookup(r, lcf, ctx);
+}
+
+ngx_int_t precontent_handler(ngx_http_request_t *r) noexcept
+{
+    try {
+        return handle(r);
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "fly_cache: %s; passing the request", e.what());
+    } catch (...) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "fly_cache: unknown error; passing the request");
+    }
+    return NGX_DECLINED;
+}
+
+}  // namespace
+
+ngx_int_t cache_init(ngx_conf_t *cf)
+{
+    if (add_phase_handler(cf, NGX_HTTP_PRECONTENT_PHASE, precontent_handler)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+    scripts_init();
+    cache_filters_init();
+    return NGX_OK;
+}
+
+}  // namespace fly
