@@ -64,6 +64,12 @@ struct MainConf {
 
     RedisClient *redis_client;   // per worker, made in init_process
     RedisClient *redis_primary_client;  // == redis_client when the same
+
+    // near cache (ngx_fly_near.cpp)
+    ngx_shm_zone_t *near_zone;   // fly_cache_near_zone; nullptr if none
+    size_t near_max_entry;
+    ngx_str_t need_near_file;    // first explicit "fly_cache_near on"
+    ngx_uint_t need_near_line;
 };
 
 struct ValidRules;
@@ -101,6 +107,7 @@ struct LocConf {
     ngx_str_t cache_status_header;      // empty = off
     ngx_str_t cache_control_header;     // a field targeted at us; empty = off
     ngx_flag_t cache_control_pass;      // send targeted fields to the client
+    ngx_flag_t cache_near;              // fly_cache_near (ngx_fly_near.cpp)
 
     // invalidation, purge and tags (ngx_fly_cache_invalidate.cpp,
     // ngx_fly_purge.cpp)
@@ -124,6 +131,15 @@ inline std::string_view cache_status_name(CacheStatus s)
     return names[static_cast<size_t>(s)];
 }
 
+// $fly_cache_tier: which tier a HIT came from.
+enum class CacheTier : uint8_t { none, redis, near };
+
+inline std::string_view cache_tier_name(CacheTier t)
+{
+    static constexpr std::string_view names[] = {"", "redis", "near"};
+    return names[static_cast<size_t>(t)];
+}
+
 struct CacheCtx;
 
 // Per-request state, found again after internal redirects (see
@@ -135,6 +151,7 @@ struct RequestCtx {
                                         // app's answer: its body is dropped
     bool replay_flushed;                // ... and the replay answer flushed
     CacheStatus cache_status;           // $fly_cache_status
+    CacheTier cache_tier;               // $fly_cache_tier
     CacheCtx *cache;                    // the cache's own state (ngx_fly_cache.hpp)
 };
 

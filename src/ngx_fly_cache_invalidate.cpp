@@ -222,6 +222,15 @@ ScriptCall *send_invalidation(ngx_http_request_t *r, LocConf *lcf,
                    std::move(local), nullptr, nullptr);
     }
 
+    // This worker's near cache lets go at once (the others when Redis
+    // tells them).
+    for (const std::string &k : inv.keys) {
+        near_drop(k);
+    }
+    if (!inv.tags.empty()) {
+        near_drop(core::kEpochKey);
+    }
+
     std::vector<std::string> words;
     words.reserve(1 + inv.tags.size() + 2 * inv.keys.size() + 4);
     words.emplace_back(core::kEpochKey);

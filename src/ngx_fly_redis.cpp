@@ -134,11 +134,12 @@ public:
     RedisOp *command(int argc, const char **argv, const size_t *argvlen,
                      RedisCallback cb, void *data) noexcept;
     bool ready() const noexcept { return link_.state() == Link::State::ready; }
+    void watch(RedisWatcher *w) noexcept { watcher_ = w; }
 
 private:
     // RedisLink::Owner
     void redis_opened(size_t handshake_bytes) noexcept override;
-    void redis_up() noexcept override { arm_timers(); }
+    void redis_up() noexcept override;
     void redis_down() noexcept override;
     void redis_written(size_t n) noexcept override;
     void redis_received() noexcept override;
@@ -158,6 +159,7 @@ private:
     Event deadline_;              // the earliest command deadline
     Event silence_;               // the liveness period
     RedisOp *free_ops_ = nullptr;
+    RedisWatcher *watcher_ = nullptr;
     RedisLink link_;
 };
 
@@ -306,10 +308,21 @@ void RedisConnection::redis_opened(size_t handshake_bytes) noexcept
     release_held();
 }
 
+void RedisConnection::redis_up() noexcept
+{
+    arm_timers();
+    if (watcher_ != nullptr) {
+        watcher_->redis_ready();
+    }
+}
+
 // Fails every op, callbacks with nullptr (sent, held or expired: the
 // pipeline holds them all).
 void RedisConnection::redis_down() noexcept
 {
+    if (watcher_ != nullptr) {
+        watcher_->redis_lost();
+    }
     while (core::PipelineOp *p = pipe_.pop()) {
         auto *op = static_cast<RedisOp *>(p);
         RedisCallback cb = op->cb;
@@ -501,6 +514,13 @@ void RedisClient::cancel(RedisOp *op) noexcept
 bool RedisClient::connected() const noexcept
 {
     return conn_ != nullptr && conn_->ready();
+}
+
+void RedisClient::watch(RedisWatcher *w) noexcept
+{
+    if (conn_ != nullptr) {
+        conn_->watch(w);
+    }
 }
 
 void redis_free_str(char *str) noexcept

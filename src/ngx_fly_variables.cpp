@@ -5,7 +5,9 @@ namespace fly {
 
 namespace {
 
-enum VarId : uintptr_t { kRegion, kPrimaryRegion, kIsPrimary, kReplay, kCacheStatus };
+enum VarId : uintptr_t {
+    kRegion, kPrimaryRegion, kIsPrimary, kReplay, kCacheStatus, kCacheTier,
+};
 
 void set_value(ngx_http_variable_value_t *v, const u_char *data, size_t len)
 {
@@ -39,8 +41,9 @@ ngx_int_t get_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     RequestCtx *ctx = get_ctx(r);
     std::string_view s;
     if (ctx != nullptr) {
-        s = id == kReplay ? view(ctx->replay_state)
-                          : cache_status_name(ctx->cache_status);
+        s = id == kReplay        ? view(ctx->replay_state)
+            : id == kCacheTier ? cache_tier_name(ctx->cache_tier)
+                               : cache_status_name(ctx->cache_status);
     }
     set_value(v, reinterpret_cast<const u_char *>(s.data()), s.size());
     v->no_cacheable = 1;
@@ -59,6 +62,7 @@ VarDef vars[] = {
     {ngx_string("fly_is_primary"), kIsPrimary, 0},
     {ngx_string("fly_replay"), kReplay, NGX_HTTP_VAR_NOCACHEABLE},
     {ngx_string("fly_cache_status"), kCacheStatus, NGX_HTTP_VAR_NOCACHEABLE},
+    {ngx_string("fly_cache_tier"), kCacheTier, NGX_HTTP_VAR_NOCACHEABLE},
 };
 
 }  // namespace

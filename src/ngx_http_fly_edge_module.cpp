@@ -1,6 +1,7 @@
 // fly-edge: the module definition, worker start and stop, and the
 // per-request context every part of the shell shares.
 #include "ngx_fly.hpp"
+#include "ngx_fly_near.hpp"
 #include "ngx_fly_redis.hpp"
 
 #include <new>
@@ -83,6 +84,7 @@ ngx_int_t init_process(ngx_cycle_t *cycle) noexcept
                       e.what());
         return NGX_ERROR;
     }
+    near_init_process(cycle, mcf);
     return NGX_OK;
 }
 
@@ -93,6 +95,7 @@ void exit_process(ngx_cycle_t *cycle) noexcept
     if (mcf == nullptr) {
         return;
     }
+    near_exit_process();     // it watches the regional client
     if (mcf->redis_primary_client != mcf->redis_client) {
         delete mcf->redis_primary_client;
     }
