@@ -4,6 +4,8 @@
 #   make test    unit tests (cmocka) + integration tests (prove)
 #   make run     the local three-region deployment
 #   make bench   the cache benchmark
+#   make test-apps       real apps unchanged behind fly-edge (MediaWiki), see t/apps/
+#   make run APP=mediawiki   the local deployment with MediaWiki instead of the demo app
 
 SHELL       := /bin/bash
 NGINX_SRC   ?= /usr/share/nginx/src
@@ -32,7 +34,7 @@ DEB_PKGS := g++ make perl ca-certificates curl procps util-linux \
     python3 python3-psycopg2 \
     libnginx-mod-http-srcache-filter libnginx-mod-http-memc
 
-.PHONY: all module deps unit itest itest-asan test run bench clean FORCE
+.PHONY: all module deps deps-apps unit itest itest-asan test test-apps run bench clean FORCE
 
 all: module
 
@@ -98,12 +100,48 @@ test: deps
 	@$(MAKE) --no-print-directory itest
 	@$(MAKE) --no-print-directory itest-asan
 
+# APP=mediawiki: the same deployment with MediaWiki (its packages are installed then)
+APP ?=
+ifeq ($(APP),mediawiki)
+run: deps-apps module
+	perl -I t/lib t/bin/demo-mediawiki
+else ifeq ($(APP),)
 run: deps module
 	perl -I t/lib t/bin/demo
+else
+run:
+	@echo "make run: unknown APP=$(APP) (APP=mediawiki, or none for the demo app)"; exit 2
+endif
 
 bench: deps
 	-@$(MAKE) --no-print-directory module
 	perl -I t/lib t/bench/bench
+
+# Real, unmodified apps in the three-region bed (t/apps/, FlyEdge::MediaWiki).
+# Their packages are installed only here, never by plain `make deps`.
+# The test files are named *.test so that `prove -r t/` (make test) skips them.
+# php-fpm (and the PHP extensions) first: then the `php` that mediawiki
+# depends on is satisfied by php-fpm, and apt pulls no Apache module in.
+APP_PKGS_PHP := php-fpm php-cli php-pgsql php-apcu php-intl php-mbstring \
+    php-xml php-curl php-redis
+APP_PKGS := mediawiki
+deps-apps: deps
+	@sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	export DEBIAN_FRONTEND=noninteractive; updated=""; \
+	for group in "$(APP_PKGS_PHP)" "$(APP_PKGS)"; do \
+	    missing=""; for p in $$group; do \
+	        dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' \
+	            || missing="$$missing $$p"; \
+	    done; \
+	    if [ -n "$$missing" ]; then \
+	        echo "make deps-apps: installing$$missing"; \
+	        [ -n "$$updated" ] || $$sudo apt-get update -qq || exit 1; updated=1; \
+	        $$sudo apt-get install -y -qq --no-install-recommends $$missing || exit 1; \
+	    fi; \
+	done
+
+test-apps: deps-apps module
+	prove -I t/lib --ext .test t/apps/
 
 # ---- fuzzing: libFuzzer targets of the core's parsers (t/fuzz/README.md) ----
 #   make fuzz         each target for FUZZ_SECONDS (FUZZ_JOBS at a time); new
