@@ -19,6 +19,24 @@ sub level_of {
     return ($first // '') =~ /\b(http|server|location)[ -]level\b/i ? lc $1 : undef;
 }
 
+# The leading comment block of a file.
+sub header_of {
+    my ($text) = @_;
+    my ($h) = $text =~ /\A((?:[ \t]*(?:#.*)?\n)*)/;
+    return $h // '';
+}
+
+# The http-level conf/ files a file's header names as its companions
+# ("Needs conf/X.conf at http level"), and the upstreams it says it needs
+# ("an `upstream NAME`").
+sub companions_of {
+    my ($text) = @_;
+    my $h = header_of($text);
+    my @conf = $h =~ m{\bconf/([\w.-]+\.conf)\b}g;
+    my @up = $h =~ /`upstream (\w+)`/g;
+    return (\@conf, \@up);
+}
+
 # The environment a whole file names: ${NAME} (ports get a number).
 sub env_of {
     my ($text, $region) = @_;
@@ -43,8 +61,15 @@ for my $f (@files) {
     my $level = main::level_of($text);
     push @{$by_level{$level // 'file'}}, $f;
 }
-# http-level files come first: the others need their fly_redis
-my $http_incl = join '', map { "    include $_;\n" } @{$by_level{http} || []};
+# http-level files come first: the others need their fly_redis.  A file
+# that names its http-level companions gets those; the rest get the
+# http-level files nobody names as a companion.
+my %companion;
+for my $f (@files) {
+    my ($conf) = main::companions_of(slurp($f));
+    $companion{"$main::ROOT/conf/$_"} = 1 for @$conf;
+}
+my @generic_http = grep { !$companion{$_} } @{$by_level{http} || []};
 for my $f (@files) {
     (my $name = $f) =~ s{.*/}{conf/};
     my $text = slurp($f);
@@ -60,16 +85,24 @@ for my $f (@files) {
         }
         # a minimal nginx.conf around it; the server has what http-level
         # files may need (@primary for fly_replay_forward)
+        my ($names, $ups) = main::companions_of($text);
+        my @http = grep { -f $_ && main::level_of(slurp($_)) eq 'http' }
+                   map { "$main::ROOT/conf/$_" } @$names;
+        @http = @generic_http unless @http;
+        my $http_incl = join '', map { "    include $_;\n" } @http;
         my $conf = "load_module modules/x.so;\nhttp {\n"
                  . "    upstream app { server 127.0.0.1:1; }\n"
+                 . join('', map { "    upstream $_ { server 127.0.0.1:1; }\n" } grep { $_ ne 'app' } @$ups)
                  . ($level eq 'http' ? "    include $f;\n" : $http_incl)
                  . "    server {\n        listen 8080;\n"
                  . ($level eq 'server' ? "        include $f;\n" : '')
                  . "        location \@primary { proxy_pass http://app; }\n"
-                 . "        location / {\n"
-                 . ($level eq 'location' ? "            include $f;\n" : '')
-                 . "            proxy_pass http://app;\n        }\n    }\n}\n";
-        my $all = join '', $text, map { slurp($_) } @{$by_level{http} || []};
+                 . ($level eq 'server' && $text =~ m{^\s*location\s+/\s*\{}m ? ''
+                    : "        location / {\n"
+                      . ($level eq 'location' ? "            include $f;\n" : '')
+                      . "            proxy_pass http://app;\n        }\n")
+                 . "    }\n}\n";
+        my $all = join '', $text, map { slurp($_) } ($level eq 'http' ? () : @http);
         my $prefix = $t->dir . "/conf-$r-" . ($f =~ s{.*/}{}r);
         remove_tree($prefix);
         make_path("$prefix/conf");
