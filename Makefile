@@ -67,13 +67,21 @@ $(NGX_BUILD)/.configured: config config.make
 module: $(MODULE)
 
 $(MODULE): $(NGX_BUILD)/.configured $(NGX_SRCS) $(CORE_SRCS) $(CORE_HDRS)
-	$(MAKE) -s -C $(NGX_BUILD) -f objs/Makefile modules
+	$(MAKE) -s -j$$(nproc) -C $(NGX_BUILD) -f objs/Makefile modules
 	@# a new inode: nginx processes that have the old one mapped keep it intact
 	cp $(NGX_BUILD)/objs/ngx_http_fly_edge_module.so $@.tmp && mv -f $@.tmp $@
 
-$(BUILD)/unit/%: t/unit/%.cpp $(CORE_SRCS) $(CORE_HDRS) t/unit/unit.hpp
+# The core is compiled once for all unit tests (with the sanitizers), then
+# linked into each.
+UNIT_CORE_OBJS := $(patsubst src/core/%.cpp,$(BUILD)/unit/core/%.o,$(CORE_SRCS))
+
+$(BUILD)/unit/core/%.o: src/core/%.cpp $(CORE_HDRS)
+	@mkdir -p $(BUILD)/unit/core
+	$(CXX) $(UNIT_FLAGS) -c -o $@ $<
+
+$(BUILD)/unit/%: t/unit/%.cpp $(UNIT_CORE_OBJS) $(CORE_HDRS) t/unit/unit.hpp
 	@mkdir -p $(BUILD)/unit
-	$(CXX) $(UNIT_FLAGS) -o $@ $< $(CORE_SRCS) -lcmocka
+	$(CXX) $(UNIT_FLAGS) -o $@ $< $(UNIT_CORE_OBJS) -lcmocka
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "# $$t"; $$t; done
@@ -95,6 +103,7 @@ itest-asan:
 	    prove -I t/lib -r t/
 
 test: deps
+	@$(MAKE) --no-print-directory -j$$(nproc) $(UNIT_BINS)
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory itest
