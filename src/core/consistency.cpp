@@ -77,6 +77,14 @@ ConsistencyDecision decide_consistency(const ConsistencyInput &in)
     return make(ConsistencyAction::wait, ConsistencyReason::behind);
 }
 
+bool replay_possible(const ReplayInput &in)
+{
+    if (in.replay_src || in.replay_failed || in.forward_always) {
+        return false;
+    }
+    return !in.has_body || (in.length_known && in.content_length <= in.max_body);
+}
+
 std::string_view consistency_reason_name(ConsistencyReason r)
 {
     switch (r) {

@@ -4,6 +4,8 @@
 // replica is behind.  No nginx header here: unit-tested with cmocka.
 #pragma once
 
+#include "core/replay.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -72,6 +74,13 @@ struct ConsistencyDecision {
 ConsistencyDecision decide_consistency(const ConsistencyInput &in);
 
 std::string_view consistency_reason_name(ConsistencyReason r);
+
+// Can a consistency decision replay this request to the primary?  Not
+// when it was replayed here already (fly-replay-src) or Fly failed to
+// (fly-replay-failed), not with fly_replay_forward ... always (no Fly
+// proxy), not with a body Fly cannot replay (no Content-Length, over
+// fly_replay_max_body).
+bool replay_possible(const ReplayInput &in);
 
 // ---- lag --------------------------------------------------------------
 
