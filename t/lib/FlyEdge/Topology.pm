@@ -336,7 +336,7 @@ sub _stop_procs {
     for my $name (@names) {
         my $p = $self->{procs}{$name} or next;
         next unless $self->_alive($name);
-        kill 'CONT', $p->{pid} if $p->{paused};
+        if ($p->{paused}) { $p->{pg_paused} ? _signal_pg('CONT', $p->{pid}) : kill 'CONT', $p->{pid} }
         kill $p->{sig}, $p->{pid};
         push @live, $p;
     }
@@ -846,18 +846,28 @@ sub start_pg {
     $self->_wait_all(30, @checks);
 }
 
+# The postmaster (no new connection gets an answer) and every process it
+# forked: a backend serving a connection made before would answer
+# otherwise (backends are process group leaders of their own).
+sub _signal_pg {
+    my ($sig, $postmaster) = @_;
+    if ($sig eq 'STOP') { kill 'STOP', $postmaster; kill 'STOP', _child_pids($postmaster) }
+    else                { kill 'CONT', _child_pids($postmaster); kill 'CONT', $postmaster }
+}
+
 sub pause_pg {
     my ($self, $which, $secs) = @_;
     _pg_server($which);
     my $p = $self->{procs}{"pg-$which"} or croak "PostgreSQL $which does not run";
     $self->_forget_dbh($which);
-    kill 'STOP', $p->{pid};
+    _signal_pg('STOP', $p->{pid});
     $p->{paused} = 1;
+    $p->{pg_paused} = 1;
     if (defined $secs) {
         my $pid = fork() // croak "fork: $!";
         if ($pid == 0) {
             sleep $secs;
-            kill 'CONT', $p->{pid};
+            _signal_pg('CONT', $p->{pid});
             POSIX::_exit(0);
         }
         $self->{procs}{"pause-pg-$which-$pid"} = { pid => $pid, name => "pause-pg-$which-$pid", sig => 'TERM', log => '/dev/null' };
@@ -868,8 +878,8 @@ sub resume_pg {
     my ($self, $which) = @_;
     _pg_server($which);
     my $p = $self->{procs}{"pg-$which"} or croak "PostgreSQL $which does not run";
-    kill 'CONT', $p->{pid};
-    $p->{paused} = 0;
+    _signal_pg('CONT', $p->{pid});
+    $p->{paused} = $p->{pg_paused} = 0;
 }
 
 sub pause_pg_replay {
@@ -1080,11 +1090,16 @@ sub _nginx_gen_is {
 sub _worker_pids {
     my ($self, $r) = @_;
     my $master = $self->pid("nginx-$r") or return ();
+    return _child_pids($master);
+}
+
+sub _child_pids {
+    my ($parent) = @_;
     my @pids;
     for my $stat (glob '/proc/[0-9]*/stat') {
         my $s = _slurp($stat) // next;
         my ($pid, $ppid) = $s =~ /^(\d+) \(.*\) \S+ (\d+)/s or next;
-        push @pids, $pid if $ppid == $master;
+        push @pids, $pid if $ppid == $parent;
     }
     return @pids;
 }
@@ -1359,8 +1374,8 @@ sleeps), C<redis_asleep(R)> (true while it is inside DEBUG SLEEP).
 =item PostgreSQL
 
 C<dbh(R [, db])> (DBD::Pg, AutoCommit), C<wait_for_pg_replication([timeout])>,
-C<stop_pg(W)>, C<start_pg(W)>, C<pause_pg(W [, secs])> (SIGSTOP; SIGCONT
-after secs), C<resume_pg(W)> for W C<primary> or C<replica>;
+C<stop_pg(W)>, C<start_pg(W)>, C<pause_pg(W [, secs])> (SIGSTOP to the
+server and its backends; SIGCONT after secs), C<resume_pg(W)> for W C<primary> or C<replica>;
 C<pause_pg_replay>, C<resume_pg_replay> (the replica receives WAL but does
 not replay it: C<pg_wal_replay_pause()>).  heal() undoes each of them.
 
