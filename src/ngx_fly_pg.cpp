@@ -240,11 +240,22 @@ void PgClient::fail_libpq(const char *what) noexcept
     link_.fail(0, *msg ? msg : what);
 }
 
+// Notices, and an error the server sends while no query runs ("FATAL:
+// terminating connection due to administrator command"), at info: the
+// failure that follows is logged as an error.  A rate limit of its own,
+// so that the "connected" notice after it is not lost.
 void PgClient::on_notice(void *arg, const char *message) noexcept
 {
+    auto *self = static_cast<PgClient *>(arg);
+    if (self->log_->log_level < NGX_LOG_INFO
+        || !log_allowed(&self->notice_slot_))
+    {
+        return;
+    }
     char msg[256];
     one_line(message, msg, sizeof(msg));
-    static_cast<PgClient *>(arg)->peer_.notice("server says: %s", msg);
+    ngx_log_error(NGX_LOG_INFO, self->log_, 0, "fly postgres %s %V: server says: %s",
+                  self->conf_.name, &self->peer_.endpoint(), msg);
 }
 
 // ---- queries --------------------------------------------------------------

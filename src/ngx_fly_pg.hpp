@@ -132,6 +132,7 @@ private:
     pg_result *result_ = nullptr;    // its first result
     PgQuery *free_ = nullptr;
     uint64_t gen_ = 0;               // bumped when a connection goes
+    time_t notice_slot_ = 0;         // rate limit of the server's notices
     Event deadline_;                 // the oldest query's (not cancelable)
     Event send_;                     // posted: send the next query
 };
