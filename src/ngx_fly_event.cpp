@@ -377,6 +377,10 @@ void Link::ready() noexcept
     }
     probing_ = false;
     peer_->clear_failed();
+    // Stable wording: tests wait for this line.
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, peer_->log(), 0,
+                   "fly %s connected %s %V", peer_->kind(), peer_->name(),
+                   &peer_->endpoint());
     driver_->link_up();
 }
 

@@ -167,6 +167,7 @@ public:
 
     ngx_log_t *log() const noexcept { return log_; }
     const char *kind() const noexcept { return kind_; }
+    const char *name() const noexcept { return name_; }
     const ngx_str_t &endpoint() const noexcept { return endpoint_; }
     in_port_t port() const noexcept { return port_; }
 

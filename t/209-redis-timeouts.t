@@ -230,7 +230,9 @@ my $parked = $t->wait_until(sub {
     $log =~ /fly redis resolving "hung\.test\.internal"/ && $log =~ /fly redis command GET/;
 }, scaled(10));
 ok($parked, 'the request waits for the resolver');
-ok(scalar $main::DNS->queries('hung.test.internal'), 'the DNS server got the query (and drops it)');
+# The query may reach the DNS server a moment after the log line says it is being resolved.
+ok($t->wait_until(sub { scalar $main::DNS->queries('hung.test.internal') }, scaled(10)),
+   'the DNS server got the query (and drops it)');
 
 $t->reload_nginx('atl');    # the old worker shuts down gracefully; returns once it has exited
 ok(!grep({ $_ == $worker } $t->nginx_worker_pids('atl')), 'the old worker has exited');
