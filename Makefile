@@ -4,6 +4,7 @@
 #   make test    unit tests (cmocka) + integration tests (prove)
 #   make run     the local three-region deployment
 #   make bench   the cache benchmark
+#   make bench-consistency   the read-your-writes figure (t/bench/consistency --help)
 
 SHELL       := /bin/bash
 NGINX_SRC   ?= /usr/share/nginx/src
@@ -32,7 +33,7 @@ DEB_PKGS := g++ make perl ca-certificates curl procps util-linux \
     python3 python3-psycopg2 \
     libnginx-mod-http-srcache-filter libnginx-mod-http-memc
 
-.PHONY: all module deps unit itest itest-asan test run bench clean FORCE
+.PHONY: all module deps unit itest itest-asan test run bench bench-consistency clean FORCE
 
 all: module
 
@@ -104,6 +105,10 @@ run: deps module
 bench: deps
 	-@$(MAKE) --no-print-directory module
 	perl -I t/lib t/bench/bench
+
+bench-consistency: deps
+	-@$(MAKE) --no-print-directory module
+	perl -I t/lib t/bench/consistency
 
 # ---- fuzzing: libFuzzer targets of the core's parsers (t/fuzz/README.md) ----
 #   make fuzz         each target for FUZZ_SECONDS (FUZZ_JOBS at a time); new
