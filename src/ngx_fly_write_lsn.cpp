@@ -1,7 +1,9 @@
 // fly-edge nginx shell: read your writes, the primary region's side (see
 // ngx_fly_consistency.hpp).  A write that passes and succeeds gets the
 // fly-lsn cookie with the primary's WAL position taken after the app
-// answered, so that it covers the write's commit.
+// answered, so that it covers the write's commit; a write that
+// invalidates the cache (fly_cache) is held for that position too, which
+// its tombstone carries (the fill fence of the regions), cookie or not.
 //
 // A header filter cannot wait, so the response is held: the header
 // filter queues the request for the position and returns NGX_OK without
@@ -15,7 +17,7 @@
 // held, and the request's write event is posted so that its owner (the
 // upstream, or ngx_http_writer) moves on.  When the primary's
 // PostgreSQL cannot be asked, or does not answer within
-// fly_postgres_timeout, the response goes at once without the cookie.
+// fly_postgres_timeout, the response goes at once without the position.
 #include "ngx_fly_consistency.hpp"
 #include "ngx_fly_pg.hpp"
 
@@ -45,7 +47,8 @@ void log_no_lsn(ngx_log_t *log, const char *why)
     if (log_allowed(&log_slot_no_lsn)) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "fly_consistency: %s: the answer of a write goes "
-                      "without the %s cookie", why, core::kLsnCookie.data());
+                      "without its WAL position (no %s cookie, none in its "
+                      "invalidation)", why, core::kLsnCookie.data());
     }
 }
 
@@ -227,6 +230,17 @@ void WriteBatch::on_answer(void *data, const PgRow *row) noexcept
 
 namespace {
 
+// A write whose invalidation of the cache (a tombstone) should carry its
+// position, for the fill fence of the regions: not a safe method, in a
+// location with fly_cache (the cache invalidates on the 2xx and 3xx of
+// the unsafe ones, a subset of these).
+bool fenced_write(ngx_http_request_t *r, const LocConf *lcf)
+{
+    constexpr ngx_uint_t kSafe = NGX_HTTP_GET | NGX_HTTP_HEAD
+                                 | NGX_HTTP_OPTIONS | NGX_HTTP_TRACE;
+    return lcf->cache && (r->method & kSafe) == 0;
+}
+
 ngx_int_t hold_header_filter(ngx_http_request_t *r) noexcept
 {
     ConsistencyWorker *cw = main_conf(r)->consistency;
@@ -236,9 +250,10 @@ ngx_int_t hold_header_filter(ngx_http_request_t *r) noexcept
         return next_header_filter(r);
     }
     LocConf *lcf = loc_conf(r);
-    if (lcf->consistency != static_cast<ngx_uint_t>(core::ConsistencyMode::lsn)
-        || !replay_write(r, lcf))
-    {
+    bool cookie = lcf->consistency
+                      == static_cast<ngx_uint_t>(core::ConsistencyMode::lsn)
+                  && replay_write(r, lcf);
+    if (!cookie && !fenced_write(r, lcf)) {
         return next_header_filter(r);
     }
     RequestCtx *ctx = create_ctx(r);
@@ -253,7 +268,7 @@ ngx_int_t hold_header_filter(ngx_http_request_t *r) noexcept
     auto *h = new (cln->data) ConsistencyHold();
     cln->handler = hold_cleanup;
     h->r = r;
-    h->cookie = true;
+    h->cookie = cookie;
     ctx->hold = h;
     if (!cw->writes->add(h)) {
         h->released = true;

@@ -141,7 +141,7 @@ my $l = main::read_atl('/lagged/echo');
 push @res, $l;
 is($l->{headers}{'fly-emulator-region'}, 'atl', 'the lag guard: the replica had replayed all the primary was seen to write');
 main::no_5xx(@res);
-like($t->error_log_since('scl', $off), qr/\[warn\].*fly_consistency: the primary's PostgreSQL cannot be asked: the answer of a write goes without the fly-lsn cookie/,
+like($t->error_log_since('scl', $off), qr/\[warn\].*fly_consistency: the primary's PostgreSQL cannot be asked: the answer of a write goes without its WAL position \(no fly-lsn cookie, none in its invalidation\)/,
      'scl says why');
 
 
