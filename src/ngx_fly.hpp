@@ -172,6 +172,8 @@ struct RequestCtx {
     uint8_t consistency;                // ConsistencyState (ngx_fly_consistency.hpp)
     bool consistency_lag;               // its replay is state=lag (else lsn)
     bool clear_lsn_cookie;              // the answer clears fly-lsn
+    bool lsn_skip_cache;                // its fence was just passed: the
+                                        // cache is not read (is filled)
     bool has_write_lsn;                 // $fly_write_lsn: the request's fence
     uint64_t write_lsn;                 // (its cookie's, or the write's)
     ConsistencyHold *hold;              // a write's response held for its LSN

@@ -421,8 +421,10 @@ ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
         return NGX_DECLINED;
     }
 
-    if (lcf->cache_bypass != nullptr
-        && ngx_http_test_predicates(r, lcf->cache_bypass) == NGX_DECLINED)
+    // (ctx->lsn_skip_cache: a fly-lsn just passed, ngx_fly_consistency.cpp)
+    if (ctx->lsn_skip_cache
+        || (lcf->cache_bypass != nullptr
+            && ngx_http_test_predicates(r, lcf->cache_bypass) == NGX_DECLINED))
     {
         ctx->cache_status = CacheStatus::bypass;
         cc->want_store = true;   // not read, but still refreshed

@@ -68,6 +68,7 @@ void apply(ngx_http_request_t *r, RequestCtx *ctx,
     case core::ConsistencyAction::pass:
         ctx->consistency = static_cast<uint8_t>(ConsistencyState::pass);
         ctx->clear_lsn_cookie = d.clear_cookie;
+        ctx->lsn_skip_cache = d.skip_cache;
         break;
     case core::ConsistencyAction::replay:
         ctx->consistency = static_cast<uint8_t>(ConsistencyState::replay);
@@ -339,6 +340,56 @@ void WalSampler::wake() noexcept
 
 // ---- the decision -----------------------------------------------------------
 
+namespace {
+
+// The primary region serves everything, but a read whose fly-lsn the
+// worker's last sample has not reached (a write of the last second) is
+// not answered from the cache: the write's tombstone may still be on its
+// way to Redis.
+void primary_fence(ngx_http_request_t *r, ConsistencyWorker *cw)
+{
+    LocConf *lcf = loc_conf(r);
+    core::ConsistencyInput in;
+    in.is_primary = true;
+    in.mode = static_cast<core::ConsistencyMode>(lcf->consistency);
+    if (in.mode != core::ConsistencyMode::lsn || !lcf->cache
+        || !request_fence(r, &in.fence))
+    {
+        return;
+    }
+    in.has_fence = true;
+    in.replica = cw->sampler->view();
+    if (!core::decide_consistency(in).skip_cache) {
+        return;
+    }
+    RequestCtx *ctx = create_ctx(r);
+    if (ctx != nullptr) {
+        ctx->consistency = static_cast<uint8_t>(ConsistencyState::pass);
+        ctx->lsn_skip_cache = true;
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "fly consistency: fence %s not sampled yet: not "
+                       "from the cache", core::lsn_text(in.fence).c_str());
+    }
+}
+
+}  // namespace
+
+void consistency_primary_phase(ngx_http_request_t *r) noexcept
+{
+    try {
+        ConsistencyWorker *cw = worker_of(r);
+        RequestCtx *ctx = get_ctx(r);
+        if (r == r->main && cw != nullptr && cw->sampler != nullptr
+            && (ctx == nullptr || ctx->consistency == 0))
+        {
+            primary_fence(r, cw);
+        }
+    } catch (const std::exception &e) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "fly_consistency: %s", e.what());
+    }
+}
+
 ngx_int_t consistency_phase(ngx_http_request_t *r, bool can_replay,
                             std::string_view *state) noexcept
 {
@@ -360,10 +411,11 @@ ngx_int_t consistency_phase(ngx_http_request_t *r, bool can_replay,
 
         LocConf *lcf = loc_conf(r);
         ConsistencyWorker *cw = worker_of(r);
-        if (r != r->main || cw == nullptr || cw->sampler == nullptr
-            || main_conf(r)->is_primary == 1)
-        {
+        if (r != r->main || cw == nullptr || cw->sampler == nullptr) {
             return NGX_DECLINED;
+        }
+        if (main_conf(r)->is_primary == 1) {
+            return NGX_DECLINED;     // consistency_primary_phase()
         }
         core::ConsistencyInput in;
         in.mode = static_cast<core::ConsistencyMode>(lcf->consistency);

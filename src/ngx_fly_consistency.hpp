@@ -55,6 +55,10 @@ void consistency_exit_process(MainConf *mcf) noexcept;
 ngx_int_t consistency_phase(ngx_http_request_t *r, bool can_replay,
                             std::string_view *state) noexcept;
 
+// The same handler in the primary region: a read whose fly-lsn the
+// worker's last sample has not reached skips the cache (lsn_skip_cache).
+void consistency_primary_phase(ngx_http_request_t *r) noexcept;
+
 // What the worker knows of its region's replica (the fill fence of the
 // cache asks with the position sampled before the app is asked).
 bool replica_lsn(ngx_http_request_t *r, uint64_t *lsn) noexcept;

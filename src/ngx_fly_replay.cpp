@@ -248,7 +248,13 @@ ngx_int_t handle(ngx_http_request_t *r)
         mcf->consistency != nullptr
         && (lcf->consistency != static_cast<ngx_uint_t>(core::ConsistencyMode::off)
             || lcf->replica_max_lag >= 0);
-    if ((!replay && !consistent) || mcf->is_primary == 1) {
+    if (!replay && !consistent) {
+        return NGX_DECLINED;
+    }
+    if (mcf->is_primary == 1) {
+        if (consistent) {
+            consistency_primary_phase(r);
+        }
         return NGX_DECLINED;
     }
 

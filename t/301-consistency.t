@@ -237,7 +237,7 @@ ok(!defined main::fly_lsn_cookie($head), 'nor does a HEAD');
 ok(cookie_jar()->cookie('fly-lsn'), 'the client keeps its cookie');
 
 
-=== TEST 10: a cache HIT is not used before the replica has replayed the cookie's position; after, the HIT clears it
+=== TEST 10: a cache HIT is not used before the replica has replayed the cookie's position; once it has, the read skips the cache once (BYPASS, stored), clears the cookie, and the next one HITs
 --- http_config eval: $::CONF . "fly_redis \"%%REDIS_URL%%\";\nfly_consistency lsn;\nfly_consistency_wait 1s;\n"
 --- config
 location / {
@@ -267,16 +267,53 @@ $t->resume_pg_replay;
 ok($t->wait_for_pg_replication(scaled(10)), 'the replica replays');
 my $h = send_request(path => $path, region => 'atl');
 is($h->{headers}{'fly-emulator-region'}, 'atl', 'now answered by atl');
-is($h->{headers}{'x-cache'}, 'HIT', 'with its HIT');
+is($h->{headers}{'x-cache'}, 'BYPASS', 'not from the cache (a copy there may predate the write)');
+cmp_ok($h->{headers}{'x-origin-count'}, '>', $m->{headers}{'x-origin-count'}, "answered by atl's app anew");
 like(main::fly_lsn_cookie($h) // '', qr/^fly-lsn=; Max-Age=0/, 'which clears the cookie');
+my $h1;
+ok($t->wait_until(sub { $h1 = send_request(path => $path, region => 'atl'); $h1->{headers}{'x-cache'} eq 'HIT' }, scaled(5)),
+   'the next read (no cookie) HITs');
+ok(!defined main::fly_lsn_cookie($h1), 'without Set-Cookie');
 
-# a MISS that clears the cookie is still stored, without the Set-Cookie
+# a read that skips the cache and clears the cookie is still stored, without the Set-Cookie
 my $p2 = '/hdr?body=fresh&k=' . int(rand(1e9));
 cookie_jar()->set('fly-lsn', '0/1');
 my $m2 = send_request(path => $p2, region => 'atl');
-is($m2->{headers}{'x-cache'}, 'MISS', 'a MISS with a cookie passed');
+is($m2->{headers}{'x-cache'}, 'BYPASS', 'a read with a cookie passed skips the cache');
 like(main::fly_lsn_cookie($m2) // '', qr/^fly-lsn=; Max-Age=0/, 'clears it');
 my $h2;
 ok($t->wait_until(sub { $h2 = send_request(path => $p2, region => 'atl'); $h2->{headers}{'x-cache'} eq 'HIT' }, scaled(5)),
    'and was stored');
 ok(!defined main::fly_lsn_cookie($h2), 'without the Set-Cookie (the client sent none)');
+
+
+=== TEST 11: in scl a read whose fly-lsn the worker has not sampled yet (a write of the last second) skips the cache; one sampled is a HIT
+--- http_config eval: $::CONF . "fly_redis \"%%REDIS_URL%%\";\nfly_consistency lsn;\n"
+--- config
+location / {
+    proxy_pass http://app;
+}
+location /hdr {
+    fly_cache on;
+    fly_cache_valid 200 5m;
+    fly_cache_status_header X-Cache;
+    proxy_pass http://app;
+}
+--- test
+my $path = '/hdr?body=cached&k=' . int(rand(1e9));
+my $m = send_request(path => $path, region => 'scl', direct => 1);
+is($m->{headers}{'x-cache'}, 'MISS', 'MISS in scl');
+ok($t->wait_until(sub { send_request(path => $path, region => 'scl', direct => 1)->{headers}{'x-cache'} eq 'HIT' }, scaled(5)),
+   'then a HIT');
+my ($now) = $t->dbh('scl')->selectrow_array('SELECT pg_current_wal_insert_lsn()');
+my $ahead = send_request(path => $path, region => 'scl', direct => 1, headers => { Cookie => 'fly-lsn=FFFFFFFF/0' });
+is($ahead->{headers}{'x-cache'}, 'BYPASS', 'a cookie ahead of the sample: not from the cache');
+is($ahead->{status}, 200, 'answered');
+ok(!defined main::fly_lsn_cookie($ahead), 'the cookie is not cleared in scl');
+my $old = send_request(path => $path, region => 'scl', direct => 1, headers => { Cookie => 'fly-lsn=0/1' });
+is($old->{headers}{'x-cache'}, 'HIT', 'a cookie the sample has passed: a HIT');
+ok(!defined main::fly_lsn_cookie($old), 'not cleared either');
+my $s;
+ok($t->wait_until(sub { $s = send_request(path => $path, region => 'scl', direct => 1, headers => { Cookie => "fly-lsn=$now" });
+                        $s->{headers}{'x-cache'} eq 'HIT' }, scaled(5)),
+   "a cookie at the primary's position now ($now): a HIT once sampled");

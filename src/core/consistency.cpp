@@ -34,7 +34,10 @@ ConsistencyDecision replay_or_serve(const ConsistencyInput &in,
 ConsistencyDecision decide_consistency(const ConsistencyInput &in)
 {
     if (in.is_primary) {
-        return {};
+        ConsistencyDecision d;
+        d.skip_cache = in.mode == ConsistencyMode::lsn && in.has_fence
+                       && !(in.replica.known && in.replica.lsn >= in.fence);
+        return d;
     }
     const ReplicaView &rep = in.replica;
     bool pending = rep.pending && !in.waited_out;
@@ -63,6 +66,7 @@ ConsistencyDecision decide_consistency(const ConsistencyInput &in)
         ConsistencyDecision d = make(ConsistencyAction::pass,
                                      ConsistencyReason::caught_up);
         d.clear_cookie = true;
+        d.skip_cache = true;
         return d;
     }
     if (pending) {

@@ -62,6 +62,8 @@ struct ConsistencyDecision {
                                      // replica has passed its position)
     bool replay_refused = false;     // a replay was due but !can_replay:
                                      // served here instead
+    bool skip_cache = false;         // served from the app, not from the
+                                     // cache (its answer may be stored)
 };
 
 // The lag guard first (fly_replica_max_lag: a replica that cannot be
@@ -71,6 +73,12 @@ struct ConsistencyDecision {
 // then replay with state=lsn; at once when the replica cannot be asked).
 // While the first sample is under way, both wait.  A replay that cannot
 // be made (can_replay false) serves the request here after the wait.
+// A request whose fence has just been passed skips the cache (a copy
+// there may be older than the write: its tombstone, sent when the write
+// was answered, may not have reached this region's Redis yet): in a
+// replica region once the replica has replayed it (the answer clears the
+// cookie, so this happens once), in the primary region while the
+// worker's last sample of the primary has not reached it.
 ConsistencyDecision decide_consistency(const ConsistencyInput &in);
 
 std::string_view consistency_reason_name(ConsistencyReason r);

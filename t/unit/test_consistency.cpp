@@ -85,6 +85,42 @@ void test_no_fence(void **)
     expect(in, A::pass, R::none);
 }
 
+// A fence just passed skips the cache: in a replica region when the
+// replica has replayed it, in the primary while the last sample has not.
+void test_skip_cache(void **)
+{
+    ConsistencyInput in = base();
+    assert_false(decide_consistency(in).skip_cache);        // waiting
+    in.replica.lsn = 100;
+    ConsistencyDecision d = decide_consistency(in);
+    assert_true(d.clear_cookie);
+    assert_true(d.skip_cache);                              // passed: skip
+    in.has_fence = false;
+    assert_false(decide_consistency(in).skip_cache);        // no cookie
+    in = base();
+    in.waited_out = true;
+    in.can_replay = false;                                  // served behind
+    assert_false(decide_consistency(in).skip_cache);
+    in = base();
+    in.mode = ConsistencyMode::off;
+    in.replica.lsn = 100;
+    assert_false(decide_consistency(in).skip_cache);        // not looked at
+
+    in = base();
+    in.is_primary = true;                                   // sampled at 50
+    assert_true(decide_consistency(in).skip_cache);
+    in.replica.lsn = 100;                                   // sampled past it
+    assert_false(decide_consistency(in).skip_cache);
+    in.replica.known = false;                               // nothing sampled
+    assert_true(decide_consistency(in).skip_cache);
+    in.has_fence = false;
+    assert_false(decide_consistency(in).skip_cache);
+    in = base();
+    in.is_primary = true;
+    in.mode = ConsistencyMode::off;
+    assert_false(decide_consistency(in).skip_cache);
+}
+
 void test_unreachable(void **)
 {
     ConsistencyInput in = base();
@@ -270,6 +306,7 @@ int main()
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fence),
         cmocka_unit_test(test_no_fence),
+        cmocka_unit_test(test_skip_cache),
         cmocka_unit_test(test_unreachable),
         cmocka_unit_test(test_pending),
         cmocka_unit_test(test_lag_guard),
