@@ -62,6 +62,11 @@ void consistency_primary_phase(ngx_http_request_t *r) noexcept;
 // What the worker knows of its region's replica (the fill fence of the
 // cache asks with the position sampled before the app is asked).
 bool replica_lsn(ngx_http_request_t *r, uint64_t *lsn) noexcept;
+
+// The primary's position after this write, when its answer was held for
+// it (ngx_fly_write_lsn.cpp): the cache's invalidation puts it in the
+// tombstone.  False without one (not held, or PostgreSQL not answering).
+bool write_position(ngx_http_request_t *r, uint64_t *lsn) noexcept;
 bool replica_lag(ngx_http_request_t *r, int64_t *ms) noexcept;
 
 // ---- WalSampler (ngx_fly_consistency.cpp) ------------------------------

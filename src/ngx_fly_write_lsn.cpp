@@ -147,6 +147,18 @@ void ConsistencyHold::release(bool has_lsn, uint64_t lsn) noexcept
     ngx_post_event(c->write, &ngx_posted_events);
 }
 
+bool write_position(ngx_http_request_t *r, uint64_t *lsn) noexcept
+{
+    RequestCtx *ctx = r == r->main ? get_ctx(r) : nullptr;
+    if (ctx == nullptr || ctx->hold == nullptr || !ctx->hold->released
+        || !ctx->has_write_lsn)
+    {
+        return false;
+    }
+    *lsn = ctx->write_lsn;
+    return true;
+}
+
 // ---- WriteBatch -------------------------------------------------------------
 
 WriteBatch::WriteBatch(PgClient *primary, ngx_log_t *log) noexcept
