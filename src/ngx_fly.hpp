@@ -99,6 +99,7 @@ struct MainConf {
 };
 
 struct ValidRules;
+struct PurgeConf;
 
 struct LocConf {
     // replay (ngx_fly_conf_replay.cpp, ngx_fly_replay.cpp)
@@ -137,6 +138,14 @@ struct LocConf {
     ngx_uint_t consistency;             // core::ConsistencyMode
     ngx_msec_t consistency_wait;
     ngx_int_t replica_max_lag;          // ms; kMaxLagOffConf = off
+
+    // invalidation, purge and tags (ngx_fly_cache_invalidate.cpp,
+    // ngx_fly_purge.cpp)
+    ngx_msec_t cache_fence;             // fly_cache_fence
+    ngx_str_t cache_tags_header;        // fly_cache_tags_header
+    ngx_flag_t cache_tags_pass;         // fly_cache_tags_pass
+    PurgeConf *cache_purge;             // fly_cache_purge; nullptr = none
+    ngx_array_t *cache_purge_on_write;  // PurgeRule (ngx_fly_purge.cpp)
 };
 
 // fly_replica_max_lag off (NGX_CONF_UNSET is -1: the merge must tell the two apart).
@@ -304,6 +313,15 @@ ngx_int_t cache_init(ngx_conf_t *cf);           // postconfiguration part
 // in, the ones that hold a write's response for its LSN (above them).
 ngx_int_t consistency_clear_init(ngx_conf_t *cf);
 ngx_int_t consistency_hold_init(ngx_conf_t *cf);
+
+// ngx_fly_purge.cpp: fly_cache_purge (parsed and merged with the purge
+// code it configures).
+char *set_cache_purge(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept;
+void merge_cache_purge(LocConf *prev, LocConf *conf);
+
+// ngx_fly_cache_invalidate.cpp: fly_cache_purge_on_write.
+char *set_cache_purge_on_write(ngx_conf_t *cf, ngx_command_t *cmd,
+                               void *conf) noexcept;
 
 // ngx_fly_event.cpp (with the rest of the event glue)
 // Logs at most once per second per worker for each `slot` (a static

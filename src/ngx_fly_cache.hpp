@@ -1,34 +1,49 @@
-// fly-edge nginx shell: the regional Redis cache.  What its two sides
-// share: the lookup (ngx_fly_cache_lookup.cpp: pre-content handler, Redis
-// reply, HIT) and the fill (ngx_fly_cache_fill.cpp: header and body
-// filters, store, invalidation).  Private to those two files.  Nothing in
-// either ever fails a request: any Redis trouble turns into a MISS or
-// ERROR served by the app.
+// fly-edge nginx shell: the regional Redis cache.  What its parts share:
+// the lookup (ngx_fly_cache_lookup.cpp: pre-content handler, Redis reply,
+// tag check, HIT), the fill (ngx_fly_cache_fill.cpp: header and body
+// filters, store), invalidation (ngx_fly_cache_invalidate.cpp: writes,
+// Location targets, purge rules; the purge endpoint ngx_fly_purge.cpp
+// uses it too) and the Redis scripts (ngx_fly_cache_script.cpp).
+// Private to those files.  Nothing in any of them ever fails a request:
+// any Redis trouble turns into a MISS or ERROR served by the app.
 #pragma once
 
 #include "ngx_fly.hpp"
 #include "core/http_text.hpp"
+#include "core/tombstone.hpp"
 
 #include <string>
+#include <vector>
+
+struct redisReply;
 
 namespace fly {
 
+class RedisClient;
 struct RedisOp;
 
 struct CacheCtx {
     ngx_http_request_t *r;
-    RedisOp *op;                 // pending GET
+    RedisOp *op;                 // pending GET (entry, variant, tag records)
+    RedisOp *epoch_op;           // pending GET of the tag epoch
     std::string key;             // Redis key of the base entry
     std::string variant_key;     // Redis key of the Vary variant, if any
     std::string generation;      // token of the Vary marker seen or made
     bool new_marker;             // the fill writes a new Vary marker
-    char *reply;                 // stolen reply bytes behind a HIT
-    bool waiting;                // parked on a GET
+    char *reply;                 // stolen reply bytes: the value being
+    size_t reply_len;            // decided on, then the body of a HIT
+    uint8_t base_state;          // the base GET's outcome (lookup.cpp)
+    bool waiting;                // parked on Redis
     bool lookup_variant;         // the GET in flight is for the variant
     bool want_store;             // a fill may happen if the response allows
+    bool epoch_ok;               // the epoch was read (epoch_str holds it)
     uint8_t uri_changes;         // r->uri_changes at the lookup: the fill
                                  // belongs to the location that looked up
     bool capturing;              // body filter is copying the body
+    std::string epoch_str;       // the tag epoch as read ("" = none)
+    uint64_t epoch;
+    core::FillFence fence;       // what the fill's fence knows of the lookup
+    ngx_msec_t lookup_msec;      // ngx_current_msec then (the grace)
     std::string entry;           // the entry being captured
     size_t prefix_len;
     int64_t ttl;
@@ -69,7 +84,79 @@ inline bool add_status_header(ngx_http_request_t *r, LocConf *lcf,
                           cache_status_name(s)) != nullptr;
 }
 
+// Unix time in milliseconds (nginx's cached time).
+inline int64_t now_ms()
+{
+    ngx_time_t *tp = ngx_timeofday();
+    return static_cast<int64_t>(tp->sec) * 1000 + tp->msec;
+}
+
 // ngx_fly_cache_fill.cpp: installs the header and body filters.
 void cache_filters_init();
+
+// ---- ngx_fly_cache_script.cpp ----------------------------------------
+
+struct Script {
+    const char *name;            // for logs
+    std::string_view text;
+    char sha[41];                // SHA1 of text, hex (scripts_init)
+    RedisClient *loaded_on[2];   // where an EVAL of it succeeded
+};
+extern Script fill_script;
+extern Script invalidate_script;
+
+void scripts_init();            // postconfiguration
+
+// Called once with the script's reply, or nullptr when it failed.
+using ScriptDone = void (*)(void *data, redisReply *reply);
+struct ScriptCall;
+
+// Runs `script` with `words`: `nkeys` keys, then its arguments (moved in,
+// kept for an EVAL after NOSCRIPT).  nullptr when it cannot be sent (Redis
+// unavailable: treat as such); otherwise `done` (may be nullptr) is
+// called once, later, unless detach_script() came first.  Error replies
+// are logged (rate-limited) here.
+ScriptCall *run_script(RedisClient *client, Script &script,
+                       size_t nkeys, std::vector<std::string> &&words,
+                       ScriptDone done, void *data) noexcept;
+// The caller is gone: `done` is not called.
+void detach_script(ScriptCall *call) noexcept;
+// A command to `client` failed: its Redis may have restarted without the
+// scripts; the next call sends them again (EVAL).
+void forget_scripts(RedisClient *client) noexcept;
+
+// ---- ngx_fly_cache_invalidate.cpp ------------------------------------
+
+// What one invalidation removes: URL keys (tombstoned) and tags (the
+// epoch INCRed and their records set).
+struct Invalidation {
+    std::vector<std::string> keys;   // base Redis keys ("fly:...")
+    std::vector<std::string> tags;   // tag names (valid, or implicit)
+    bool soft_tags = false;          // the tags get a soft purge
+};
+
+// The base Redis key a GET of `uri` (path[?args], raw) would have in this
+// request (its Host, scheme, ...) under the location's fly_cache_key;
+// false when it cannot be built (logged at info).
+bool key_for_uri(ngx_http_request_t *r, LocConf *lcf, std::string_view uri,
+                 std::string &key);
+
+// Sends it to the primary Redis (the tombstones also to the region's own
+// Redis when it is another); `done` gets the primary's reply (nullptr
+// done: fire and forget).  nullptr when it cannot be sent.
+ScriptCall *send_invalidation(ngx_http_request_t *r, LocConf *lcf,
+                              Invalidation &&inv, ScriptDone done, void *data);
+
+// RFC 9111 4.4 and fly_cache_purge_on_write: a successful unsafe request
+// invalidates its own key, the same-origin Location and Content-Location
+// targets and what the location's rules name.
+void invalidate_on_write(ngx_http_request_t *r, LocConf *lcf);
+
+// ---- ngx_fly_purge.cpp -----------------------------------------------
+
+// The pre-content part of the same-location form: NGX_DECLINED when the
+// request is not a purge; otherwise the purge runs as the request's
+// content handler (NGX_OK) or the request gets 403.
+ngx_int_t purge_precontent(ngx_http_request_t *r, LocConf *lcf);
 
 }  // namespace fly

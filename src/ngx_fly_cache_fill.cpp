@@ -1,12 +1,21 @@
 // fly-edge nginx shell: the cache's fill side.  The header filter decides
-// whether the response may be stored (RFC 9111, in the core) and
-// invalidates on successful unsafe requests; the body filter copies the
-// body as it streams to the client, and when it is complete one SET
-// writes it to the region's Redis.  The lookup side is
+// whether the response may be stored (RFC 9111, in the core), takes the
+// response's cache tags (hidden from the client unless
+// fly_cache_tags_pass) and invalidates on successful unsafe requests
+// (ngx_fly_cache_invalidate.cpp); the body filter copies the body as it
+// streams to the client, and when it is complete the fill script writes
+// it to the region's Redis, unless a purge or an invalidation since the
+// lookup forbids it (ngx_fly_cache_script.cpp).  The lookup side is
 // ngx_fly_cache_lookup.cpp.
 #include "ngx_fly_cache.hpp"
 #include "ngx_fly_redis.hpp"
 #include "core/cache_entry.hpp"
+#include "core/cache_tags.hpp"
+#include "core/tombstone.hpp"
+
+extern "C" {
+#include <hiredis/hiredis.h>
+}
 
 #include <exception>
 #include <string>
@@ -102,8 +111,30 @@ void response_facts(ngx_http_request_t *r, LocConf *lcf,
     });
 }
 
+// The response's fly_cache_tags_header lines, joined with ", " into
+// `tags` (when not nullptr); hidden from the client unless
+// fly_cache_tags_pass is on.
+void take_tags(ngx_http_request_t *r, LocConf *lcf, std::string *tags)
+{
+    for_each_header(r->headers_out.headers, [&](ngx_table_elt_t &h) {
+        if (!core::iequals(view(h.key), view(lcf->cache_tags_header))) {
+            return;
+        }
+        if (tags != nullptr) {
+            if (!tags->empty()) {
+                tags->append(", ");
+            }
+            tags->append(view(h.value));
+        }
+        if (!lcf->cache_tags_pass) {
+            h.hash = 0;
+        }
+    });
+}
+
 // Starts the capture when the response may be stored.
-void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc)
+void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc,
+                 const std::string &tag_list)
 {
     if (r->method != NGX_HTTP_GET) {
         return;  // a HEAD has no body to store; GET fills the entry
@@ -127,6 +158,16 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc)
         }
     });
     if (request_cc.no_store) {
+        return;
+    }
+
+    std::string_view tags[core::kMaxTags];
+    size_t ntags = 0;
+    if (!core::parse_tags(tag_list, tags, core::kMaxTags, ntags)) {
+        // stored without them, a purge of its tags would miss it
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "fly_cache: not storing a response with an invalid "
+                      "or too long \"%V\" header", &lcf->cache_tags_header);
         return;
     }
 
@@ -234,8 +275,9 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc)
     meta.age = static_cast<uint32_t>(f.age);
     meta.swr = static_cast<uint32_t>(d.stale_while_revalidate);
     meta.sie = static_cast<uint32_t>(d.stale_if_error);
+    meta.epoch = cc->epoch;
 
-    if (!core::begin_entry(meta, hdrs, n, cc->entry)) {
+    if (!core::begin_entry(meta, hdrs, n, cc->entry, tags, ntags)) {
         return;
     }
     cc->prefix_len = cc->entry.size();
@@ -250,45 +292,6 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc)
     r->filter_need_in_memory = 1;
 }
 
-// RFC 9111 4.4: a successful unsafe request invalidates the stored
-// response for its target.  The delete goes to the primary region's
-// Redis, whose replication carries it to every region (removing fills
-// that replicas made locally too); here also when this region's Redis is
-// another.  Deleting the base key drops a Vary marker: the next marker
-// has a new generation, so no variant stored before is reached again.
-void invalidate(ngx_http_request_t *r, LocConf *lcf)
-{
-    MainConf *mcf = main_conf(r);
-    ngx_str_t configured;
-    std::string key;
-    if (mcf->redis_primary_client == nullptr
-        || ngx_http_complex_value(r, lcf->cache_key, &configured) != NGX_OK
-        || !core::build_key(view(configured), key))
-    {
-        return;
-    }
-    // A plain DEL of a key the primary does not hold is not replicated,
-    // and replicas may hold region-local fills of it: SET then DEL is
-    // (Redis replicates a script's effects), so every replica drops it.
-    static const char script[] =
-        "redis.call('SET', KEYS[1], '') return redis.call('DEL', KEYS[1])";
-    const char *argv[4] = {"EVAL", script, "1", key.data()};
-    size_t argvlen[4] = {4, sizeof(script) - 1, 1, key.size()};
-    if (mcf->redis_primary_client->command(4, argv, argvlen, nullptr, nullptr)
-        == nullptr)
-    {
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "fly cache: primary Redis unavailable, not invalidated");
-    }
-    if (mcf->redis_client != mcf->redis_primary_client) {
-        const char *del[2] = {"DEL", key.data()};
-        size_t dellen[2] = {3, key.size()};
-        mcf->redis_client->command(2, del, dellen, nullptr, nullptr);
-    }
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "fly cache: invalidate \"%s\"", key.c_str());
-}
-
 constexpr ngx_uint_t kUnsafeMethods =
     NGX_HTTP_POST | NGX_HTTP_PUT | NGX_HTTP_DELETE | NGX_HTTP_PATCH
     | NGX_HTTP_MKCOL | NGX_HTTP_COPY | NGX_HTTP_MOVE | NGX_HTTP_PROPPATCH
@@ -296,13 +299,21 @@ constexpr ngx_uint_t kUnsafeMethods =
 
 ngx_int_t header_filter(ngx_http_request_t *r) noexcept
 {
-    if (r == r->main && (r->method & kUnsafeMethods)
-        && r->headers_out.status >= 200 && r->headers_out.status < 400)
+    if (r != r->main) {
+        return next_header_filter(r);
+    }
+    LocConf *lcf = loc_conf(r);
+    RequestCtx *ctx = get_ctx(r);
+
+    if ((r->method & kUnsafeMethods) && r->headers_out.status >= 200
+        && r->headers_out.status < 400)
     {
-        LocConf *lcf = loc_conf(r);
-        if (lcf->cache) {
+        // not for this nginx's own fly-replay answer: the write happens
+        // in the primary, which invalidates then
+        if (lcf->cache && (ctx == nullptr || ctx->replay_state.len == 0)) {
             try {
-                invalidate(r, lcf);
+                take_tags(r, lcf, nullptr);
+                invalidate_on_write(r, lcf);
             } catch (const std::exception &e) {
                 ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                               "fly_cache: %s; not invalidated", e.what());
@@ -311,17 +322,30 @@ ngx_int_t header_filter(ngx_http_request_t *r) noexcept
         return next_header_filter(r);
     }
 
-    RequestCtx *ctx = r == r->main ? get_ctx(r) : nullptr;
     CacheCtx *cc = ctx ? ctx->cache : nullptr;
-    if (cc == nullptr || ctx->cache_status == CacheStatus::hit) {
+    if (cc != nullptr && ctx->cache_status == CacheStatus::hit) {
+        return next_header_filter(r);   // stored without them (unless pass)
+    }
+    if (cc == nullptr) {
+        if (lcf->cache) {
+            take_tags(r, lcf, nullptr);
+        }
         return next_header_filter(r);
     }
 
-    LocConf *lcf = loc_conf(r);
     if (!add_status_header(r, lcf, ctx->cache_status)) {
         return NGX_ERROR;
     }
-    if (cc->want_store && !cc->capturing) {
+    bool store = cc->want_store && !cc->capturing;
+    std::string tags;
+    try {
+        take_tags(r, lcf, store ? &tags : nullptr);
+    } catch (const std::exception &e) {
+        store = false;
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "fly_cache: %s; not storing", e.what());
+    }
+    if (store) {
         if (r->uri_changes != cc->uri_changes) {
             // An internal redirect since the lookup (error_page, try_files,
             // X-Accel-Redirect, a named location): this is another
@@ -331,7 +355,7 @@ ngx_int_t header_filter(ngx_http_request_t *r) noexcept
                            "since the lookup");
         } else {
             try {
-                begin_store(r, lcf, cc);
+                begin_store(r, lcf, cc, tags);
             } catch (const std::exception &e) {
                 cc->capturing = false;
                 ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -369,19 +393,51 @@ void stop_capture(CacheCtx *cc)
     std::string().swap(cc->entry);
 }
 
-void send_set(ngx_http_request_t *r, const std::string &key,
-              const std::string &value, int64_t ttl)
+// What the fill script answered (the request may be gone): `data` is
+// the stored key, for the log.
+void on_fill_done(void *data, redisReply *reply) noexcept
 {
-    MainConf *mcf = main_conf(r);
-    char ttlbuf[24];
-    int ttllen = snprintf(ttlbuf, sizeof(ttlbuf), "%lld",
-                          static_cast<long long>(ttl));
-    const char *argv[5] = {"SET", key.data(), value.data(), "EX", ttlbuf};
-    size_t argvlen[5] = {3, key.size(), value.size(), 2,
-                         static_cast<size_t>(ttllen)};
-    if (mcf->redis_client->command(5, argv, argvlen, nullptr, nullptr)
+    auto *key = static_cast<std::string *>(data);
+    if (reply != nullptr && reply->type == REDIS_REPLY_INTEGER
+        && reply->integer != 0)
+    {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "fly cache: fill of \"%s\" refused: %s", key->c_str(),
+                       reply->integer == 1 ? "tag epoch changed since the lookup"
+                                           : "fenced by an invalidation");
+    }
+    delete key;
+}
+
+// Stores `value` under `key` (and a Vary marker under the base key) with
+// the fill script: refused in Redis when a purge or an invalidation since
+// the lookup forbids it.
+void send_fill(ngx_http_request_t *r, CacheCtx *cc, const std::string &key,
+               std::string &&value, std::string &&marker)
+{
+    std::vector<std::string> words;
+    words.reserve(10);
+    words.emplace_back(core::kEpochKey);
+    words.push_back(core::fence_record_key(cc->key));
+    words.push_back(key);
+    if (!marker.empty()) {
+        words.push_back(cc->key);
+    }
+    size_t nkeys = words.size();
+    words.push_back(cc->epoch_str);
+    words.push_back(core::fence_threshold_arg(cc->fence));
+    words.push_back(core::fence_lsn_arg(cc->fence));
+    words.push_back(std::to_string(cc->ttl));
+    words.push_back(std::move(value));
+    if (!marker.empty()) {
+        words.push_back(std::move(marker));
+    }
+    auto *logged = new std::string(key);
+    if (run_script(main_conf(r)->redis_client, fill_script, nkeys,
+                   std::move(words), on_fill_done, logged)
         == nullptr)
     {
+        delete logged;
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "fly cache: Redis unavailable, entry not stored");
     }
@@ -405,9 +461,20 @@ void finish_store(ngx_http_request_t *r, CacheCtx *cc)
         stop_capture(cc);
         return;
     }
+    ngx_msec_int_t elapsed = static_cast<ngx_msec_int_t>(ngx_current_msec
+                                                         - cc->lookup_msec);
+    if (!core::fill_in_time(elapsed)) {
+        // an invalidation meanwhile may no longer be on record
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "fly cache: not storing a response that took %M ms",
+                       elapsed);
+        stop_capture(cc);
+        return;
+    }
 
+    size_t bytes = cc->entry.size();
     if (cc->vary.empty()) {
-        send_set(r, cc->key, cc->entry, cc->ttl);
+        send_fill(r, cc, cc->key, std::move(cc->entry), {});
     } else {
         core::EntryMeta meta;
         meta.flags = core::kEntryVaryMarker;
@@ -416,17 +483,17 @@ void finish_store(ngx_http_request_t *r, CacheCtx *cc)
         core::EntryHeader h = {"Vary", cc->vary};
         std::string marker;
         if (!cc->new_marker) {
-            send_set(r, cc->variant_key, cc->entry, cc->ttl);
+            send_fill(r, cc, cc->variant_key, std::move(cc->entry), {});
         } else if (core::begin_entry(meta, &h, 1, marker)) {
             size_t plen = marker.size();
             marker.append(cc->generation);
             core::finish_entry(marker, plen);
-            send_set(r, cc->key, marker, cc->ttl);
-            send_set(r, cc->variant_key, cc->entry, cc->ttl);
+            send_fill(r, cc, cc->variant_key, std::move(cc->entry),
+                      std::move(marker));
         }
     }
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "fly cache: stored %uz bytes for %L s%s", cc->entry.size(),
+                   "fly cache: storing %uz bytes for %L s%s", bytes,
                    static_cast<int64_t>(cc->ttl),
                    cc->vary.empty() ? "" : " (vary)");
     stop_capture(cc);

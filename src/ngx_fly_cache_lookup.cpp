@@ -1,11 +1,18 @@
 // fly-edge nginx shell: the cache's lookup side.  A pre-content phase
-// handler sends one GET to the region's Redis and parks the request; the
-// reply is a HIT sent from the reply's own bytes (send_hit), or the
-// phases resume and the location's content handler answers (MISS,
-// EXPIRED, BYPASS, ERROR).  The fill side is ngx_fly_cache_fill.cpp.
+// handler sends, in one round trip, a GET of the key and a GET of the tag
+// epoch to the region's Redis and parks the request; from the two replies
+// the request gets a HIT sent from the reply's own bytes (send_hit), or
+// the phases resume and the location's content handler answers (MISS,
+// EXPIRED, BYPASS, ERROR).  A Vary marker costs a GET of the variant; an
+// entry stored before the last tag purge costs an MGET of its tag records
+// (core/cache_tags.hpp).  A tombstone is a MISS whose fill the fence may
+// forbid (core/tombstone.hpp).  The same-location purge is dispatched
+// from here (ngx_fly_purge.cpp).  The fill side is ngx_fly_cache_fill.cpp.
 #include "ngx_fly_cache.hpp"
 #include "ngx_fly_redis.hpp"
 #include "core/cache_entry.hpp"
+#include "core/cache_tags.hpp"
+#include "core/tombstone.hpp"
 #include "core/conditional.hpp"
 
 extern "C" {
@@ -15,6 +22,7 @@ extern "C" {
 #include <exception>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace fly {
 
@@ -22,18 +30,38 @@ namespace {
 
 time_t log_slot_redis;           // rate limits for log lines
 time_t log_slot_entry;
+time_t log_slot_epoch;
+
+// What a GET of the key (or the variant) answered.
+enum ValueState : uint8_t {
+    kPending,
+    kFailed,                     // no reply: Redis unavailable or slow
+    kRefused,                    // an error reply (NOAUTH, LOADING, ...)
+    kNil,
+    kString,                     // its bytes are in cc->reply
+    kNotString,                  // another type under the key
+};
+
+void free_reply(CacheCtx *cc)
+{
+    if (cc->reply != nullptr) {
+        redis_free_str(cc->reply);
+        cc->reply = nullptr;
+        cc->reply_len = 0;
+    }
+}
 time_t log_slot_precondition;
 
 void cache_cleanup(void *data) noexcept
 {
     auto *cc = static_cast<CacheCtx *>(data);
-    if (cc->op != nullptr) {
-        RedisClient::cancel(cc->op);
-        cc->op = nullptr;
+    for (RedisOp **op : {&cc->op, &cc->epoch_op}) {
+        if (*op != nullptr) {
+            RedisClient::cancel(*op);
+            *op = nullptr;
+        }
     }
-    if (cc->reply != nullptr) {
-        redis_free_str(cc->reply);
-    }
+    free_reply(cc);
     cc->~CacheCtx();
 }
 
@@ -245,43 +273,70 @@ ngx_int_t send_hit(ngx_http_request_t *r, RequestCtx *ctx,
 
 // ---- lookup -------------------------------------------------------------
 
-void on_get(void *data, redisReply *reply) noexcept;
+void on_base(void *data, redisReply *reply) noexcept;
+void on_epoch(void *data, redisReply *reply) noexcept;
+void on_variant(void *data, redisReply *reply) noexcept;
+void on_tags(void *data, redisReply *reply) noexcept;
 
-bool send_get(ngx_http_request_t *r, CacheCtx *cc, const std::string &key)
+RedisOp *send_get(ngx_http_request_t *r, CacheCtx *cc, std::string_view key,
+                  RedisCallback cb)
 {
     MainConf *mcf = main_conf(r);
     const char *argv[2] = {"GET", key.data()};
     size_t argvlen[2] = {3, key.size()};
-    cc->op = mcf->redis_client->command(2, argv, argvlen, on_get, cc);
-    return cc->op != nullptr;
+    RedisOp *op = mcf->redis_client->command(2, argv, argvlen, cb, cc);
+    if (op == nullptr) {
+        forget_scripts(mcf->redis_client);
+    }
+    return op;
 }
 
 // Lets the phases run on after a lookup: the content handler answers.
 void resume(ngx_http_request_t *r, CacheCtx *cc)
 {
+    free_reply(cc);
     cc->waiting = false;
     r->main->count--;
     r->write_event_handler = ngx_http_core_run_phases;
     ngx_http_core_run_phases(r);
 }
 
-void on_get_reply(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
+// The lookup's outcome when it is not a HIT; `store`: a fill may follow.
+void finish(ngx_http_request_t *r, CacheCtx *cc, CacheStatus s, bool store)
 {
-    RequestCtx *ctx = get_ctx(r);
+    get_ctx(r)->cache_status = s;
+    if (!store) {
+        cc->want_store = false;  // Redis is in trouble, or the fence says no
+    }
+    resume(r, cc);
+}
 
+// HIT: the body is sent from the reply's bytes, kept until the request ends.
+void hit(ngx_http_request_t *r, CacheCtx *cc, const core::EntryView &e)
+{
+    cc->waiting = false;
+    cc->want_store = false;
+    r->main->count--;
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: HIT status %ui, %uz body bytes",
+                   (ngx_uint_t) e.meta.status, e.body.size());
+
+    ngx_http_finalize_request(r, send_hit(r, get_ctx(r), e));
+}
+
+// Sorts a GET reply out, logging what is worth it; a string's bytes are
+// taken into cc->reply.
+ValueState classify(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
+{
     if (reply == nullptr) {
-        ctx->cache_status = CacheStatus::error;
-        cc->want_store = false;  // Redis is in trouble: don't add to it
-        resume(r, cc);
-        return;
+        forget_scripts(main_conf(r)->redis_client);
+        return kFailed;
     }
-
     if (reply->type == REDIS_REPLY_NIL) {
-        ctx->cache_status = CacheStatus::miss;
-        resume(r, cc);
-        return;
+        return kNil;
     }
-
     if (reply->type == REDIS_REPLY_ERROR
         && std::string_view(reply->str, reply->len).substr(0, 9) != "WRONGTYPE")
     {
@@ -291,12 +346,8 @@ void on_get_reply(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
                           "fly_cache: Redis answered GET with \"%*s\"",
                           (int) reply->len, reply->str);
         }
-        ctx->cache_status = CacheStatus::error;
-        cc->want_store = false;
-        resume(r, cc);
-        return;
+        return kRefused;
     }
-
     if (reply->type != REDIS_REPLY_STRING) {
         // Not ours (another type under the key): a MISS whose fill
         // replaces it, as for an unreadable entry.
@@ -308,13 +359,126 @@ void on_get_reply(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
                           cc->key.data(), err ? (int) reply->len : 10,
                           err ? reply->str : "wrong type");
         }
-        ctx->cache_status = CacheStatus::miss;
-        resume(r, cc);
+        return kNotString;
+    }
+    // keep the reply's bytes (a HIT's body); the client frees the rest
+    cc->reply = reply->str;
+    cc->reply_len = reply->len;
+    reply->str = nullptr;
+    reply->len = 0;
+    return kString;
+}
+
+// The epoch read with the lookup; a fill stores it, a HIT compares it.
+void record_epoch(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
+{
+    cc->epoch_ok = false;
+    if (reply == nullptr) {
+        return;
+    }
+    if (reply->type == REDIS_REPLY_NIL) {
+        cc->epoch_ok = true;     // no purge ever: epoch 0
+        return;
+    }
+    if (reply->type == REDIS_REPLY_STRING) {
+        cc->epoch_str.assign(reply->str, reply->len);
+        cc->epoch_ok = true;
+        if (!core::parse_epoch(cc->epoch_str, cc->epoch)
+            && log_allowed(&log_slot_epoch))
+        {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "fly_cache: the tag epoch \"%*s\" is not a number; "
+                          "tag purges fail until it is deleted",
+                          (int) reply->len, reply->str);
+        }
+        return;
+    }
+    bool refused = reply->type == REDIS_REPLY_ERROR
+                   && std::string_view(reply->str, reply->len).substr(0, 9)
+                          != "WRONGTYPE";
+    if (!refused) {
+        // another type under the key: as a garbage value, epoch 0
+        cc->epoch_ok = true;
+    }
+    ngx_uint_t level = refused ? NGX_LOG_ERR : NGX_LOG_WARN;
+    if (log_allowed(&log_slot_epoch)) {
+        ngx_log_error(level, r->connection->log, 0,
+                      "fly_cache: Redis answered GET of the tag epoch with %s",
+                      reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                       : "another type");
+    }
+}
+
+// A tombstone under the base key: a MISS; its fill is stored only if the
+// fence allows it (the fill script checks again, against the newest).
+void on_tombstone(ngx_http_request_t *r, CacheCtx *cc, std::string_view data,
+                  bool variant)
+{
+    core::Tombstone t;
+    if (variant || !core::decode_tombstone(data, t)) {
+        if (log_allowed(&log_slot_entry)) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "fly_cache: ignoring an unreadable tombstone (%uz "
+                          "bytes) for key \"%*s\"", data.size(),
+                          (int) cc->key.size(), cc->key.data());
+        }
+        finish(r, cc, CacheStatus::miss, true);
+        return;
+    }
+    bool pass = core::fence_allows(t, cc->fence);
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: tombstone, %s",
+                   pass ? "the fill may pass it" : "fill fenced");
+    finish(r, cc, CacheStatus::miss, pass);
+}
+
+// A fresh entry stored before the last tag purge: its tag records say.
+void check_tags(ngx_http_request_t *r, CacheCtx *cc, const core::EntryView &e)
+{
+    std::vector<std::string> keys;
+    keys.reserve(1 + e.ntags);
+    keys.push_back(core::tag_record_key(core::implicit_tag(cc->key)));
+    for (size_t i = 0; i < e.ntags; i++) {
+        keys.push_back(core::tag_record_key(e.tags[i]));
+    }
+    std::vector<const char *> argv;
+    std::vector<size_t> argvlen;
+    argv.push_back("MGET");
+    argvlen.push_back(4);
+    for (const std::string &k : keys) {
+        argv.push_back(k.data());
+        argvlen.push_back(k.size());
+    }
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: entry of epoch %uL, checking %uz tags",
+                   e.meta.epoch, keys.size());
+    cc->op = main_conf(r)->redis_client->command(
+        static_cast<int>(argv.size()), argv.data(), argvlen.data(), on_tags, cc);
+    if (cc->op == nullptr) {
+        finish(r, cc, CacheStatus::error, false);
+    }
+}
+
+// The value under the key (or, `variant`, under the variant key) and the
+// epoch are in: decide.
+void decide(ngx_http_request_t *r, CacheCtx *cc, ValueState state, bool variant)
+{
+    if (!cc->epoch_ok || state == kFailed || state == kRefused) {
+        finish(r, cc, CacheStatus::error, false);
+        return;
+    }
+    if (state != kString) {
+        finish(r, cc, CacheStatus::miss, true);
+        return;
+    }
+
+    std::string_view data(cc->reply, cc->reply_len);
+    if (core::is_tombstone(data)) {
+        on_tombstone(r, cc, data, variant);
         return;
     }
 
     core::EntryView e;
-    std::string_view data(reply->str, reply->len);
     core::DecodeError err = core::decode_entry(data, e);
     if (err != core::DecodeError::none) {
         if (log_allowed(&log_slot_entry)) {
@@ -322,18 +486,16 @@ void on_get_reply(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
                           "fly_cache: ignoring unreadable entry (%*s, %uz "
                           "bytes) for key \"%*s\"",
                           (int) core::decode_error_name(err).size(),
-                          core::decode_error_name(err).data(), reply->len,
+                          core::decode_error_name(err).data(), data.size(),
                           (int) cc->key.size(), cc->key.data());
         }
-        ctx->cache_status = CacheStatus::miss;
-        resume(r, cc);
+        finish(r, cc, CacheStatus::miss, true);
         return;
     }
 
     if (e.meta.flags & core::kEntryVaryMarker) {
-        if (cc->lookup_variant || e.nheaders != 1) {
-            ctx->cache_status = CacheStatus::miss;  // a marker under a marker
-            resume(r, cc);
+        if (variant || e.nheaders != 1) {
+            finish(r, cc, CacheStatus::miss, true);  // a marker under a marker
             return;
         }
         cc->generation.assign(e.body);
@@ -341,63 +503,149 @@ void on_get_reply(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
             variant_base(cc), e.headers[0].value,
             [&](std::string_view name) { return request_header(r, name); },
             cc->variant_key);
+        free_reply(cc);
         if (!ok) {
-            ctx->cache_status = CacheStatus::bypass;
-            cc->want_store = false;
-            resume(r, cc);
+            finish(r, cc, CacheStatus::bypass, false);
             return;
         }
         cc->lookup_variant = true;
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "fly cache: vary marker, looking up the variant");
-        if (!send_get(r, cc, cc->variant_key)) {
-            ctx->cache_status = CacheStatus::error;
-            cc->want_store = false;
-            resume(r, cc);
+        cc->op = send_get(r, cc, cc->variant_key, on_variant);
+        if (cc->op == nullptr) {
+            finish(r, cc, CacheStatus::error, false);
         }
         return;
     }
 
     if (!core::entry_fresh(e.meta, ngx_time())) {
-        ctx->cache_status = CacheStatus::expired;
-        resume(r, cc);
+        finish(r, cc, CacheStatus::expired, true);
         return;
     }
-
-    // HIT: keep the reply's bytes for the body; hiredis frees the rest.
-    cc->reply = reply->str;
-    reply->str = nullptr;
-    reply->len = 0;
-    cc->waiting = false;
-    cc->want_store = false;
-    r->main->count--;
-    r->write_event_handler = ngx_http_request_empty_handler;
-
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "fly cache: HIT status %ui, %uz body bytes",
-                   (ngx_uint_t) e.meta.status, e.body.size());
-
-    ngx_http_finalize_request(r, send_hit(r, ctx, e));
+    if (e.meta.epoch != cc->epoch) {
+        check_tags(r, cc, e);
+        return;
+    }
+    hit(r, cc, e);
 }
 
-void on_get(void *data, redisReply *reply) noexcept
+void tags_reply(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
+{
+    core::EntryView e;
+    if (core::decode_entry(std::string_view(cc->reply, cc->reply_len), e)
+        != core::DecodeError::none)
+    {
+        finish(r, cc, CacheStatus::error, false);    // cannot happen
+        return;
+    }
+    size_t n = 1 + e.ntags;
+    if (reply == nullptr || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != n)
+    {
+        if (reply != nullptr && log_allowed(&log_slot_redis)) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "fly_cache: Redis answered MGET of tag records "
+                          "with %s", reply->type == REDIS_REPLY_ERROR
+                                         ? reply->str : "something else");
+        }
+        finish(r, cc, CacheStatus::error, false);
+        return;
+    }
+    core::TagRecord records[1 + core::kMaxTags];
+    for (size_t i = 0; i < n; i++) {
+        redisReply *el = reply->element[i];
+        records[i].present = el->type != REDIS_REPLY_NIL;
+        if (el->type == REDIS_REPLY_STRING) {
+            records[i].value = std::string_view(el->str, el->len);
+        }
+    }
+    bool malformed = false;
+    core::TagVerdict v = core::tag_verdict(e.meta.epoch, records, n, malformed);
+    if (malformed && log_allowed(&log_slot_entry)) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "fly_cache: a malformed tag record of key \"%*s\" "
+                      "counts as a purge", (int) cc->key.size(), cc->key.data());
+    }
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: tag records say %s",
+                   v == core::TagVerdict::valid   ? "valid"
+                   : v == core::TagVerdict::stale ? "stale (soft purge)"
+                                                  : "purged");
+    switch (v) {
+    case core::TagVerdict::valid:
+        hit(r, cc, e);
+        break;
+    case core::TagVerdict::stale:
+        // served only under fly_cache_use_stale rules (not there yet)
+        finish(r, cc, CacheStatus::expired, true);
+        break;
+    case core::TagVerdict::purged:
+        finish(r, cc, CacheStatus::miss, true);
+        break;
+    }
+}
+
+// Runs a Redis callback's body for request `cc->r`, with the request's
+// posted requests after it; an exception sends the request to the app.
+template <typename F>
+void in_callback(void *data, RedisOp *CacheCtx::*op, F &&f) noexcept
 {
     auto *cc = static_cast<CacheCtx *>(data);
     ngx_http_request_t *r = cc->r;
     ngx_connection_t *c = r->connection;
-    cc->op = nullptr;
-
+    cc->*op = nullptr;
     try {
-        on_get_reply(r, cc, reply);
+        f(r, cc);
     } catch (const std::exception &e) {
         ngx_log_error(NGX_LOG_ERR, c->log, 0, "fly_cache: %s", e.what());
-        if (cc->waiting) {
-            get_ctx(r)->cache_status = CacheStatus::error;
-            cc->want_store = false;
-            resume(r, cc);
+        if (cc->waiting && cc->op == nullptr && cc->epoch_op == nullptr) {
+            finish(r, cc, CacheStatus::error, false);
         }
     }
     ngx_http_run_posted_requests(c);
+}
+
+// The key's and the epoch's replies come in that order (one connection);
+// whichever is last decides.
+void on_base(void *data, redisReply *reply) noexcept
+{
+    in_callback(data, &CacheCtx::op, [&](ngx_http_request_t *r, CacheCtx *cc) {
+        cc->base_state = classify(r, cc, reply);
+        if (cc->epoch_op == nullptr) {
+            decide(r, cc, static_cast<ValueState>(cc->base_state), false);
+        }
+    });
+}
+
+void on_epoch(void *data, redisReply *reply) noexcept
+{
+    in_callback(data, &CacheCtx::epoch_op, [&](ngx_http_request_t *r, CacheCtx *cc) {
+        record_epoch(r, cc, reply);
+        if (get_ctx(r)->cache_status == CacheStatus::bypass) {
+            if (!cc->epoch_ok) {
+                cc->want_store = false;
+            }
+            resume(r, cc);
+            return;
+        }
+        if (cc->op == nullptr) {
+            decide(r, cc, static_cast<ValueState>(cc->base_state), false);
+        }
+    });
+}
+
+void on_variant(void *data, redisReply *reply) noexcept
+{
+    in_callback(data, &CacheCtx::op, [&](ngx_http_request_t *r, CacheCtx *cc) {
+        decide(r, cc, classify(r, cc, reply), true);
+    });
+}
+
+void on_tags(void *data, redisReply *reply) noexcept
+{
+    in_callback(data, &CacheCtx::op, [&](ngx_http_request_t *r, CacheCtx *cc) {
+        tags_reply(r, cc, reply);
+    });
 }
 
 ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
@@ -409,6 +657,11 @@ ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
     }
 
     cc->uri_changes = r->uri_changes;
+    // what the fill's fence needs to know of its lookup (issue 9: the
+    // replica position sampled now goes into cc->fence too)
+    cc->fence.lookup_ms = now_ms();
+    cc->fence.fence_ms = static_cast<int64_t>(lcf->cache_fence);
+    cc->lookup_msec = ngx_current_msec;
 
     ngx_str_t key;
     if (ngx_http_complex_value(r, lcf->cache_key, &key) != NGX_OK) {
@@ -421,19 +674,37 @@ ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
         return NGX_DECLINED;
     }
 
+    if (mcf->redis_client == nullptr) {
+        ctx->cache_status = CacheStatus::error;
+        return NGX_DECLINED;
+    }
+
     // (ctx->lsn_skip_cache: a fly-lsn just passed, ngx_fly_consistency.cpp)
     if (ctx->lsn_skip_cache
         || (lcf->cache_bypass != nullptr
             && ngx_http_test_predicates(r, lcf->cache_bypass) == NGX_DECLINED))
     {
+        // Not read, but still refreshed: the fill needs the epoch of
+        // before the app is asked.
         ctx->cache_status = CacheStatus::bypass;
-        cc->want_store = true;   // not read, but still refreshed
-        return NGX_DECLINED;
-    }
-
-    if (mcf->redis_client == nullptr || !send_get(r, cc, cc->key)) {
-        ctx->cache_status = CacheStatus::error;
-        return NGX_DECLINED;
+        cc->epoch_op = send_get(r, cc, core::kEpochKey, on_epoch);
+        if (cc->epoch_op == nullptr) {
+            return NGX_DECLINED;
+        }
+    } else {
+        // Two commands written together: one round trip.
+        cc->op = send_get(r, cc, cc->key, on_base);
+        if (cc->op != nullptr) {
+            cc->epoch_op = send_get(r, cc, core::kEpochKey, on_epoch);
+        }
+        if (cc->epoch_op == nullptr) {
+            if (cc->op != nullptr) {
+                RedisClient::cancel(cc->op);
+                cc->op = nullptr;
+            }
+            ctx->cache_status = CacheStatus::error;
+            return NGX_DECLINED;
+        }
     }
 
     cc->want_store = true;
@@ -447,6 +718,12 @@ ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
 ngx_int_t handle(ngx_http_request_t *r)
 {
     LocConf *lcf = loc_conf(r);
+    if (lcf->cache_purge != nullptr) {
+        ngx_int_t rc = purge_precontent(r, lcf);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
     if (!lcf->cache || r != r->main) {
         return NGX_DECLINED;
     }
@@ -493,6 +770,7 @@ ngx_int_t cache_init(ngx_conf_t *cf)
     {
         return NGX_ERROR;
     }
+    scripts_init();
     cache_filters_init();
     return NGX_OK;
 }

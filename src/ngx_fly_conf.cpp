@@ -267,10 +267,11 @@ char *set_cache_valid(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
     return static_cast<char *>(NGX_CONF_OK);
 }
 
-// fly_cache_status_header NAME | off; fly_cache_control_header NAME | off;
-// The header name is stored at cmd->offset (empty for off); cmd->post, when
+// A header name directive (letters, digits, '-', '_') stored at
+// cmd->offset; `off` (when allowed) stores an empty name; cmd->post, when
 // set, is a name the directive refuses (an ngx_str_t).
-char *set_header_name(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
+char *set_header_name_or_off(ngx_conf_t *cf, ngx_command_t *cmd, void *conf,
+                             bool off_allowed)
 {
     auto *field = reinterpret_cast<ngx_str_t *>(static_cast<char *>(conf)
                                                 + cmd->offset);
@@ -278,7 +279,9 @@ char *set_header_name(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
         return const_cast<char *>("is duplicate");
     }
     auto *value = static_cast<ngx_str_t *>(cf->args->elts);
-    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
+    if (off_allowed && value[1].len == 3
+        && ngx_strncmp(value[1].data, "off", 3) == 0)
+    {
         field->data = reinterpret_cast<u_char *>(const_cast<char *>(""));
         field->len = 0;
         return static_cast<char *>(NGX_CONF_OK);
@@ -303,6 +306,18 @@ char *set_header_name(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
     }
     *field = value[1];
     return static_cast<char *>(NGX_CONF_OK);
+}
+
+// fly_cache_status_header NAME | off; fly_cache_control_header NAME | off;
+char *set_header_name(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
+{
+    return set_header_name_or_off(cf, cmd, conf, true);
+}
+
+// fly_cache_tags_header NAME;
+char *set_tags_header(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
+{
+    return set_header_name_or_off(cf, cmd, conf, false);
 }
 
 // fly_cache_control_header names a field that stands in for Cache-Control.
@@ -405,6 +420,16 @@ ngx_command_t commands[] = {
      set_header_name, FLY_LOC(cache_control_header), &cache_control_name},
     {ngx_string("fly_cache_control_pass"), kAnyLevel | NGX_CONF_FLAG,
      ngx_conf_set_flag_slot, FLY_LOC(cache_control_pass), nullptr},
+    {ngx_string("fly_cache_fence"), kAnyLevel | NGX_CONF_TAKE1,
+     ngx_conf_set_msec_slot, FLY_LOC(cache_fence), nullptr},
+    {ngx_string("fly_cache_tags_header"), kAnyLevel | NGX_CONF_TAKE1,
+     set_tags_header, FLY_LOC(cache_tags_header), nullptr},
+    {ngx_string("fly_cache_tags_pass"), kAnyLevel | NGX_CONF_FLAG,
+     ngx_conf_set_flag_slot, FLY_LOC(cache_tags_pass), nullptr},
+    {ngx_string("fly_cache_purge"), kAnyLevel | NGX_CONF_ANY,
+     set_cache_purge, FLY_LOC(cache_purge), nullptr},
+    {ngx_string("fly_cache_purge_on_write"), kAnyLevel | NGX_CONF_2MORE,
+     set_cache_purge_on_write, FLY_LOC(cache_purge_on_write), nullptr},
 
     {ngx_string("fly_consistency"), kAnyLevel | NGX_CONF_TAKE1,
      set_consistency, FLY_LOC(consistency), nullptr},
@@ -615,7 +640,8 @@ void *create_loc_conf(ngx_conf_t *cf)
         return nullptr;
     }
     // ngx_pcalloc set: cache_key, cache_valid, cache_status_header,
-    // cache_control_header (null data = unset).
+    // cache_control_header, cache_tags_header (null data = unset),
+    // cache_purge (nullptr = unset).
     init_replay_conf(lcf);
     init_consistency_conf(lcf);
 
@@ -628,6 +654,9 @@ void *create_loc_conf(ngx_conf_t *cf)
     lcf->cache_max_ttl = NGX_CONF_UNSET;
     lcf->cache_ignore_set_cookie = NGX_CONF_UNSET;
     lcf->cache_control_pass = NGX_CONF_UNSET;
+    lcf->cache_fence = NGX_CONF_UNSET_MSEC;
+    lcf->cache_tags_pass = NGX_CONF_UNSET;
+    lcf->cache_purge_on_write = static_cast<ngx_array_t *>(NGX_CONF_UNSET_PTR);
     return lcf;
 }
 
@@ -682,6 +711,13 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_str_value(conf->cache_control_header,
                              prev->cache_control_header, "");
     ngx_conf_merge_value(conf->cache_control_pass, prev->cache_control_pass, 0);
+    ngx_conf_merge_msec_value(conf->cache_fence, prev->cache_fence, 2000);
+    ngx_conf_merge_str_value(conf->cache_tags_header, prev->cache_tags_header,
+                             "Cache-Tag");
+    ngx_conf_merge_value(conf->cache_tags_pass, prev->cache_tags_pass, 0);
+    ngx_conf_merge_ptr_value(conf->cache_purge_on_write,
+                             prev->cache_purge_on_write, nullptr);
+    merge_cache_purge(prev, conf);
 
     if (conf->cache_ttl_line == 0) {
         conf->cache_ttl_file = prev->cache_ttl_file;

@@ -118,7 +118,7 @@ for my $r ($t->regions) {
         $cfg{$k} = $v;
     }
     is($cfg{maxmemory}, 64 * 1024 * 1024, "$r maxmemory 64mb");
-    is($cfg{'maxmemory-policy'}, 'allkeys-lru', "$r allkeys-lru");
+    is($cfg{'maxmemory-policy'}, 'volatile-lru', "$r volatile-lru");
     is($cfg{'replica-ignore-maxmemory'}, 'no', "$r replica-ignore-maxmemory no");
     is($cfg{save}, '', "$r does not save");
     is($cfg{appendonly}, 'no', "$r no AOF");

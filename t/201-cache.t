@@ -191,7 +191,7 @@ location /guarded/ {
 
 
 === TEST 8: writes and other methods are never answered from the cache; POST goes to the app
---- http_config eval: $main::HTTP
+--- http_config eval: $main::HTTP . "fly_cache_fence 0;\n"
 --- config eval: $main::CACHE
 --- test
 my $p = '/hdr?t=8&Cache-Control=max-age%3D60&body=cached';

@@ -12,6 +12,9 @@ constexpr uint8_t kKnownFlags = kEntryVaryMarker;
 
 // magic, version, flags, status, stored, ttl, age, swr, sie, nhdr
 constexpr size_t kFixedLen = 4 + 1 + 1 + 2 + 8 + 4 + 4 + 4 + 4 + 2;
+static_assert(kFixedLen == kEntryEpochOffset, "the epoch follows nhdr");
+constexpr size_t kEpochLen = 8;          // version 2
+constexpr size_t kTagCountLen = 2;       // version 2
 // hsum, blen
 constexpr size_t kTrailerLen = 4 + 4;
 
@@ -31,6 +34,11 @@ uint32_t fnv1a(const char *p, size_t n)
         h *= kFnvPrime;
     }
     return h;
+}
+
+size_t min_len(uint8_t version)
+{
+    return kFixedLen + kTrailerLen + (version == 1 ? 0 : kEpochLen + kTagCountLen);
 }
 
 // Anything but CR, LF and NUL (which would split or end the header when
@@ -74,10 +82,32 @@ bool has_tchar(std::string_view s)
 // What both the writer and the reader require of the fixed fields.
 bool valid_meta(const EntryMeta &m)
 {
-    if ((m.flags & ~kKnownFlags) != 0 || m.stored < 0 || m.stored >= kMaxStored) {
+    if ((m.flags & ~kKnownFlags) != 0 || m.stored < 0 || m.stored >= kMaxStored
+        || (m.version == 1 && m.epoch != 0))
+    {
         return false;
     }
     return (m.flags & kEntryVaryMarker) != 0 || (m.status >= 100 && m.status <= 599);
+}
+
+// The tag list of an entry: valid tags, no duplicates needed to be
+// refused (the writer's callers dedupe), bounded; none in a marker.
+bool valid_tags(const EntryMeta &m, const std::string_view *tags, size_t n)
+{
+    if (n == 0) {
+        return true;
+    }
+    if (m.version == 1 || (m.flags & kEntryVaryMarker) != 0 || n > kMaxTags) {
+        return false;
+    }
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        bytes += tags[i].size();
+        if (!valid_tag(tags[i]) || bytes > kMaxTagBytes) {
+            return false;
+        }
+    }
+    return true;
 }
 
 // A vary marker holds exactly one Vary header that names something (its body, the
@@ -178,9 +208,10 @@ DecodeError read_fixed(Reader &r, EntryMeta &m, uint16_t &nhdr)
         return DecodeError::bad_magic;
     }
     r.uint(version);
-    if (version != kEntryVersion) {
+    if (version != 1 && version != 2) {
         return DecodeError::bad_version;
     }
+    m.version = version;
     uint64_t stored = 0;
     r.uint(m.flags);
     r.uint(m.status);
@@ -191,6 +222,7 @@ DecodeError read_fixed(Reader &r, EntryMeta &m, uint16_t &nhdr)
     r.uint(m.sie);
     r.uint(nhdr);
     m.stored = static_cast<int64_t>(stored);
+    m.epoch = 0;
     if ((m.flags & ~kKnownFlags) != 0) {
         return DecodeError::bad_version;   // a feature this version lacks
     }
@@ -221,13 +253,34 @@ DecodeError read_headers(Reader &r, uint16_t nhdr, EntryView &out)
     return DecodeError::none;
 }
 
+DecodeError read_tags(Reader &r, EntryView &out)
+{
+    uint16_t ntag = 0;
+    if (!r.uint(ntag)) {
+        return DecodeError::truncated;
+    }
+    if (ntag > kMaxTags) {
+        return DecodeError::too_many_headers;
+    }
+    for (size_t i = 0; i < ntag; i++) {
+        uint16_t len = 0;
+        if (!r.uint(len) || !r.bytes(len, out.tags[i])) {
+            return DecodeError::truncated;
+        }
+    }
+    out.ntags = ntag;
+    return valid_tags(out.meta, out.tags, ntag) ? DecodeError::none
+                                               : DecodeError::bad_header;
+}
+
 }  // namespace
 
 bool begin_entry(const EntryMeta &meta, const EntryHeader *headers, size_t n,
-                 std::string &out)
+                 std::string &out, const std::string_view *tags, size_t ntags)
 {
-    if (n > kEntryMaxHeaders || !valid_meta(meta) ||
-        ((meta.flags & kEntryVaryMarker) != 0 && !valid_marker_headers(headers, n))) {
+    if ((meta.version != 1 && meta.version != 2) || n > kEntryMaxHeaders
+        || !valid_meta(meta) || !valid_tags(meta, tags, ntags)
+        || ((meta.flags & kEntryVaryMarker) != 0 && !valid_marker_headers(headers, n))) {
         return false;
     }
     size_t total = 0;
@@ -242,10 +295,15 @@ bool begin_entry(const EntryMeta &meta, const EntryHeader *headers, size_t n,
         }
     }
 
+    size_t tag_bytes = 0;
+    for (size_t i = 0; i < ntags; i++) {
+        tag_bytes += 2 + tags[i].size();
+    }
+
     out.clear();
-    out.reserve(kFixedLen + n * 6 + total + kTrailerLen);
+    out.reserve(min_len(meta.version) + n * 6 + total + tag_bytes);
     out.append(kMagic, 4);
-    put_u8(out, kEntryVersion);
+    put_u8(out, meta.version);
     put_u8(out, meta.flags);
     put_u16(out, meta.status);
     put_u64(out, static_cast<uint64_t>(meta.stored));
@@ -254,11 +312,21 @@ bool begin_entry(const EntryMeta &meta, const EntryHeader *headers, size_t n,
     put_u32(out, meta.swr);
     put_u32(out, meta.sie);
     put_u16(out, static_cast<uint16_t>(n));
+    if (meta.version == 2) {
+        put_u64(out, meta.epoch);
+    }
     for (size_t i = 0; i < n; i++) {
         put_u16(out, static_cast<uint16_t>(headers[i].name.size()));
         out.append(headers[i].name);
         put_u32(out, static_cast<uint32_t>(headers[i].value.size()));
         out.append(headers[i].value);
+    }
+    if (meta.version == 2) {
+        put_u16(out, static_cast<uint16_t>(ntags));
+        for (size_t i = 0; i < ntags; i++) {
+            put_u16(out, static_cast<uint16_t>(tags[i].size()));
+            out.append(tags[i]);
+        }
     }
     put_u32(out, fnv1a(out.data(), out.size()));
     put_u32(out, 0);   // blen, patched by finish_entry()
@@ -286,9 +354,19 @@ DecodeError decode_entry(std::string_view data, EntryView &out)
     Reader r{data.data(), data.size()};
     uint16_t nhdr = 0;
     out.nheaders = 0;
+    out.ntags = 0;
     DecodeError e = read_fixed(r, out.meta, nhdr);
+    if (e == DecodeError::none && out.meta.version == 2) {
+        if (data.size() < min_len(2)) {
+            return DecodeError::too_short;
+        }
+        r.uint(out.meta.epoch);
+    }
     if (e == DecodeError::none) {
         e = read_headers(r, nhdr, out);
+    }
+    if (e == DecodeError::none && out.meta.version == 2) {
+        e = read_tags(r, out);
     }
     if (e != DecodeError::none) {
         return e;

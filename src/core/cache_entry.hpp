@@ -3,7 +3,7 @@
 //
 // Layout (all integers big-endian):
 //   magic    "FLYC"                         4
-//   version  1                              1
+//   version  2 (1: the format before tags)  1
 //   flags    bit 0: vary marker             1
 //   status   HTTP status                    2
 //   stored   unix seconds at store time     8
@@ -12,10 +12,21 @@
 //   swr      stale-while-revalidate secs    4
 //   sie      stale-if-error secs            4
 //   nhdr     number of headers              2
+//   epoch    tag epoch read by the lookup   8   (version 2 only; offset 34)
 //   nhdr x { u16 name length, name, u32 value length, value }
+//   ntag     number of tags                 2   (version 2 only)
+//   ntag x { u16 length, tag }                  (version 2 only)
 //   hsum     FNV-1a 32 of every byte above  4
 //   blen     body length                    4
 //   body     blen bytes, up to the end of the value exactly
+//
+// Version 1 entries (no epoch, no tags) still decode, as an epoch of 0
+// and no tags, and re-encode to the same bytes (meta.version says which
+// layout begin_entry() writes).  The epoch is the tag epoch
+// (cache_tags.hpp) the lookup before the fill read, at a fixed offset (a
+// refresh in place would rewrite it and hsum).  Tags are the response's own
+// (fly_cache_tags_header); the implicit tag of the base key is not
+// stored (the lookup derives it).
 //
 // A vary marker is stored at the base key when the response has Vary:
 // its only header is "Vary: <names>", its body is the generation token
@@ -30,9 +41,12 @@
 #include <string>
 #include <string_view>
 
+#include "cache_tags.hpp"
+
 namespace fly::core {
 
-constexpr uint8_t kEntryVersion = 1;
+constexpr uint8_t kEntryVersion = 2;
+constexpr size_t kEntryEpochOffset = 34;
 constexpr uint8_t kEntryVaryMarker = 0x01;
 constexpr size_t kEntryMaxHeaders = 100;
 constexpr size_t kEntryMaxHeaderBytes = 64 * 1024;   // names + values
@@ -44,6 +58,7 @@ struct EntryHeader {
 };
 
 struct EntryMeta {
+    uint8_t version = kEntryVersion;    // 1 or 2: the layout written/read
     uint8_t flags = 0;
     uint16_t status = 0;
     int64_t stored = 0;
@@ -51,6 +66,7 @@ struct EntryMeta {
     uint32_t age = 0;
     uint32_t swr = 0;
     uint32_t sie = 0;
+    uint64_t epoch = 0;                 // version 2 only (0 in version 1)
 };
 
 // Writes the entry's prefix (everything up to and including blen) into
@@ -61,11 +77,16 @@ struct EntryMeta {
 // that is not an HTTP token, a value with CR, LF or NUL); also when the
 // meta is not storable: unknown flag bits, `stored` outside 0..2^40-1, a
 // status outside 100..599 (any status is allowed for a vary marker), or a
-// vary marker whose headers are not exactly one Vary naming a header.  Whatever
-// begin_entry() accepts, decode_entry() accepts (and the reverse: a
-// decoded entry re-encodes to the same bytes).
+// vary marker whose headers are not exactly one Vary naming a header.
+// `tags` (version 2 only; none for a vary marker) must each be valid
+// cache tags (cache_tags.hpp: valid_tag), at most kMaxTags of them and
+// kMaxTagBytes in all; a version 1 meta must have epoch 0 and no tags;
+// other versions are refused.  Whatever begin_entry() accepts,
+// decode_entry() accepts (and the reverse: a decoded entry re-encodes to
+// the same bytes, given its tags).
 bool begin_entry(const EntryMeta &meta, const EntryHeader *headers, size_t n,
-                 std::string &out);
+                 std::string &out, const std::string_view *tags = nullptr,
+                 size_t ntags = 0);
 
 // Patches blen once the body is complete: `prefix_len` is out.size()
 // right after begin_entry().  False when the body is over 4 GiB.
@@ -77,6 +98,8 @@ struct EntryView {
     EntryMeta meta;
     EntryHeader headers[kEntryMaxHeaders];
     size_t nheaders = 0;
+    std::string_view tags[kMaxTags];
+    size_t ntags = 0;
     std::string_view body;
 };
 
@@ -88,8 +111,8 @@ enum class DecodeError : uint8_t {
 // Validates everything (magic, version, every length, header syntax,
 // checksum, body length equal to what is left), plus the rules of
 // begin_entry() above: unknown flag bits are bad_version; a bad status,
-// `stored` or vary marker (whose body must be a generation token) is
-// bad_header.  The checksum covers the header section only: the body is
+// `stored`, tag or vary marker (whose body must be a generation token) is
+// bad_header; more than kMaxTags tags is too_many_headers.  The checksum covers the header section only: the body is
 // bounded by its exact length.  On failure returns the reason and leaves
 // `out` unspecified.  Never allocates, never reads outside `data`.
 DecodeError decode_entry(std::string_view data, EntryView &out);

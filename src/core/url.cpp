@@ -41,31 +41,6 @@ int hex_value(char c)
     return -1;
 }
 
-// Decodes %XX escapes (RFC 3986 2.1).  A '%' that is not followed by two
-// hex digits, or an escape that decodes to NUL (Redis AUTH arguments are
-// passed as C strings by some clients), is an error.
-bool percent_decode(std::string_view in, std::string &out)
-{
-    out.clear();
-    for (size_t i = 0; i < in.size(); i++) {
-        if (in[i] != '%') {
-            out += in[i];
-            continue;
-        }
-        if (in.size() - i < 3) {
-            return false;
-        }
-        int hi = hex_value(in[i + 1]);
-        int lo = hex_value(in[i + 2]);
-        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-            return false;
-        }
-        out += static_cast<char>(hi * 16 + lo);
-        i += 2;
-    }
-    return true;
-}
-
 // Parses one or more decimal digits into a value no greater than `max`.
 bool parse_uint(std::string_view s, uint64_t max, uint64_t &out)
 {
@@ -275,6 +250,33 @@ bool parse_hostport(std::string_view s, RedisUrl &out, std::string &err)
 }
 
 }  // namespace
+
+bool percent_decode(std::string_view in, std::string &out, bool plus_is_space)
+{
+    out.clear();
+    for (size_t i = 0; i < in.size(); i++) {
+        if (in[i] == '+' && plus_is_space) {
+            out += ' ';
+            continue;
+        }
+        if (in[i] != '%') {
+            out += in[i];
+            continue;
+        }
+        if (in.size() - i < 3) {
+            return false;
+        }
+        int hi = hex_value(in[i + 1]);
+        int lo = hex_value(in[i + 2]);
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+            return false;
+        }
+        out += static_cast<char>(hi * 16 + lo);
+        i += 2;
+    }
+    return true;
+}
+
 
 bool expand_env(std::string_view in, const EnvLookup &env, std::string &out,
                 std::string &err)

@@ -22,6 +22,13 @@ bool expand_env(std::string_view in, const EnvLookup &env, std::string &out,
 // Replaces every "{region}" in `in` by `region`.
 std::string expand_region(std::string_view in, std::string_view region);
 
+// Decodes %XX escapes (RFC 3986 2.1), and '+' as a space when
+// `plus_is_space` (query strings, HTML form encoding).  A '%' that is not
+// followed by two hex digits, or an escape that decodes to NUL (Redis AUTH
+// arguments are passed as C strings by some clients), is an error.
+bool percent_decode(std::string_view in, std::string &out,
+                    bool plus_is_space = false);
+
 // A region name as Fly spells them: 1..32 of [a-z0-9-]... lower case.
 bool valid_region(std::string_view name);
 

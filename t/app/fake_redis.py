@@ -7,7 +7,12 @@ Binds 127.0.0.1 (port N, default 0: any free port), prints the port on
 stdout (one line, flushed) and serves RESP2 clients, one thread each, from an
 in-memory dict: GET, SET (EX/PX/NX/XX accepted, only NX/XX honoured), DEL,
 EXISTS, EVAL (the module's invalidation script: deletes KEYS[1]; any other
-script: nil), AUTH and SELECT (always +OK), PING, QUIT.  Unknown commands get
+script: nil), AUTH and SELECT (always +OK), PING, QUIT.  EVAL and EVALSHA of
+the module's fill and invalidation scripts (recognised by their text, not
+run) do what those do, simplified: the fill stores its value(s) unless the
+tag epoch changed or a fence record exists; the invalidation writes its
+tombstones (and bumps the epoch for tags); EVALSHA of a script never
+EVALed here is NOSCRIPT.  Unknown commands get
 "-ERR unknown command".  Exits on SIGTERM/SIGINT, when stdin reaches EOF, or
 when its parent goes away.
 
@@ -45,7 +50,9 @@ missing from the file has its default:
                     longline   $ and 100 digits, no CRLF
                     deep       arrays nested 9 deep
                     badelem    *2 whose second element is $abc
-                    unsolicited  the right reply, then an extra :1
+                    unsolicited  the right reply (to every GET received
+                               within 50 ms, scaled), then an extra :1
+                               in the same write as the reply's end
                   or none at all:
                     silent     no reply to this GET nor to anything after
                                it on that connection (the server goes on
@@ -79,6 +86,7 @@ one piece, whatever the control file says:
     FAKE FLUSH        +OK (the dict emptied, statistics kept)
 """
 
+import hashlib
 import os
 import select
 import signal
@@ -235,7 +243,7 @@ def execute(args, mode):
         if m in MALFORMED:
             return MALFORMED[m], "hold"
         if m == "unsolicited":
-            return bulk(v) + b":1\r\n", "hold"
+            return bulk(v), "unsolicited"
         if m == "close":
             return b"", "close"
         if m == "closehead":
@@ -263,6 +271,10 @@ def execute(args, mode):
                     if cmd != b"EXISTS":
                         del DATA[k]
         return b":%d\r\n" % n, None
+    if cmd in (b"EVAL", b"EVALSHA") and len(args) >= 3:
+        reply = fly_script(cmd, args)
+        if reply is not None:
+            return reply, None
     if cmd == b"EVAL" and len(args) >= 3:
         nkeys = int(args[2])
         keys = args[3:3 + nkeys]
@@ -280,18 +292,64 @@ def execute(args, mode):
     return b"-ERR unknown command '%s'\r\n" % cmd, None
 
 
-def send_split(sock, data, mode):
-    """Writes data in chunks of `split` bytes with small sleeps between."""
+SCRIPTS = {}      # sha1 hex -> script text, of the scripts EVALed here
+try:              # the test suite's slowness factor (sanitizer pass)
+    TIME_SCALE = max(1.0, float(os.environ.get("FLY_TEST_TIME_SCALE", "1")))
+except ValueError:
+    TIME_SCALE = 1.0
+
+
+def fly_script(cmd, args):
+    """The module's fill and invalidation scripts, emulated (see the module
+    docstring); None for any other script."""
+    script = args[1]
+    if cmd == b"EVALSHA":
+        script = SCRIPTS.get(args[1].decode("latin-1").lower())
+        if script is None:
+            return b"-NOSCRIPT No matching script. Please use EVAL.\r\n"
+    else:
+        SCRIPTS[hashlib.sha1(script).hexdigest()] = script
+    nkeys = int(args[2])
+    keys, argv = args[3:3 + nkeys], args[3 + nkeys:]
+    if b"FLYT1" in script and len(keys) >= 3 and len(argv) >= 5:
+        with LOCK:
+            if DATA.get(keys[0], b"") != argv[0]:
+                return b":1\r\n"
+            if keys[1] in DATA:
+                return b":2\r\n"
+            DATA[keys[2]] = argv[4]
+            if len(keys) > 3 and len(argv) > 5:
+                DATA[keys[3]] = argv[5]
+        return b":0\r\n"
+    if b"INCR" in script and len(keys) >= 1 and len(argv) >= 4:
+        ntags = int(argv[0])
+        epoch = 0
+        with LOCK:
+            if ntags:
+                epoch = int(DATA.get(keys[0], b"0")) + 1
+                DATA[keys[0]] = b"%d" % epoch
+                for k in keys[1:1 + ntags]:
+                    DATA[k] = b"%d:0" % epoch if argv[1] == b"H" else b"0:%d" % epoch
+            for k in keys[1 + ntags:]:
+                DATA[k] = argv[2]
+        return b":%d\r\n" % epoch
+    return None
+
+
+def send_split(sock, data, mode, tail=b""):
+    """Writes data in chunks of `split` bytes with small sleeps between;
+    `tail` goes out in one write with the last chunk (so that the client
+    reads it together with the end of the reply before it)."""
     n = int(mode.get("split", "0"))
     if n <= 0 or n >= len(data):
-        sock.sendall(data)
+        sock.sendall(data + tail)
         return
     delay = float(mode.get("delay", "0.001"))
     chunks = (len(data) + n - 1) // n
     sleeps = max(1, int(mode.get("max_sleeps", "100")))
     every = max(1, (chunks + sleeps - 1) // sleeps)
     for i in range(chunks):
-        sock.sendall(data[i * n:(i + 1) * n])
+        sock.sendall(data[i * n:(i + 1) * n] + (tail if i + 1 == chunks else b""))
         if delay > 0 and i + 1 < chunks and (i + 1) % every == 0:
             time.sleep(delay)
 
@@ -338,6 +396,10 @@ def serve(conn, control):
                 continue
             mode = control.get()
             coalesce = float(mode.get("coalesce", "0")) / 1000.0
+            if mode.get("get") == "unsolicited" and coalesce <= 0:
+                # the extra reply must come after the replies to every
+                # command the client pipelined together: gather them
+                coalesce = 0.05 * TIME_SCALE
             if coalesce > 0:
                 deadline = time.monotonic() + coalesce
                 while True:
@@ -350,6 +412,7 @@ def serve(conn, control):
                     buf += more
             out = []
             action = None
+            unsolicited = False
             late_from = None
             while action is None:
                 args, nxt = parse_command(buf, pos)
@@ -371,6 +434,17 @@ def serve(conn, control):
                 if action == "silent":
                     break
                 out.append(reply)
+                if action == "unsolicited":
+                    unsolicited = True
+                    action = None
+            extra = b""
+            if unsolicited:
+                # after the replies to every command received (a client
+                # pipelines several): one that nobody asked for, in the
+                # same write as the end of the last reply, so the client
+                # sees it before it can send another command
+                extra = b":1\r\n"
+                action = action or "hold"
             if pos == len(buf):
                 del buf[:]
                 pos = 0
@@ -385,7 +459,7 @@ def serve(conn, control):
                 with LOCK:
                     STATS["replies"] += len(out)
                     STATS["max_batch"] = max(STATS["max_batch"], len(out))
-                send_split(conn, b"".join(out), mode)
+                send_split(conn, b"".join(out), mode, extra)
             if action == "close":
                 return
             if action == "hold":

@@ -73,7 +73,12 @@ bool reseal(std::string &e)
     if (n > kEntryMaxHeaders) {
         n = kEntryMaxHeaders;   // decode stops before the headers anyway
     }
+    bool v2 = e[4] == 2;        // version 2: an epoch, then a tag list
     size_t p = kFixedLen;
+    if (v2) {
+        if (e.size() - p < 8) return false;
+        p += 8;
+    }
     for (size_t i = 0; i < n; i++) {
         if (e.size() - p < 2) return false;
         size_t nlen = be(&e[p], 2);
@@ -84,6 +89,18 @@ bool reseal(std::string &e)
         p += 4;
         if (e.size() - p < vlen) return false;
         p += vlen;
+    }
+    if (v2) {
+        if (e.size() - p < 2) return false;
+        size_t nt = be(&e[p], 2);
+        p += 2;
+        for (size_t i = 0; i < nt && i < kMaxTags; i++) {
+            if (e.size() - p < 2) return false;
+            size_t len = be(&e[p], 2);
+            p += 2;
+            if (e.size() - p < len) return false;
+            p += len;
+        }
     }
     if (e.size() - p < 4) {
         return false;
@@ -123,6 +140,10 @@ void check_accepted(std::string_view data, const EntryView &v)
         total += h.name.size() + h.value.size();
     }
     FUZZ_CHECK(total <= kEntryMaxHeaderBytes);
+    FUZZ_CHECK(v.ntags <= kMaxTags && (v.ntags == 0 || m.version == 2));
+    for (size_t i = 0; i < v.ntags; i++) {
+        FUZZ_CHECK(fuzz::inside(v.tags[i], data) && valid_tag(v.tags[i]));
+    }
     FUZZ_CHECK(fuzz::inside(v.body, data));
     FUZZ_CHECK(v.body.data() + v.body.size() == data.data() + data.size());
 
@@ -136,7 +157,7 @@ void check_accepted(std::string_view data, const EntryView &v)
 
     // the reverse of the round trip: a decoded entry re-encodes identically
     std::string again;
-    FUZZ_CHECK(begin_entry(m, v.headers, v.nheaders, again));
+    FUZZ_CHECK(begin_entry(m, v.headers, v.nheaders, again, v.tags, v.ntags));
     size_t prefix = again.size();
     again.append(v.body);
     FUZZ_CHECK(finish_entry(again, prefix));

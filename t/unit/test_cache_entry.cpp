@@ -30,7 +30,8 @@ void operator delete(void *p, size_t) noexcept { std::free(p); }
 namespace {
 
 constexpr size_t kFixedLen = 34;     // magic .. nhdr
-constexpr size_t kMinEntry = kFixedLen + 8;
+constexpr size_t kMinEntryV1 = kFixedLen + 8;
+constexpr size_t kMinEntry = kFixedLen + 8 + 2 + 8;   // version 2: + epoch, ntag
 
 using Headers = std::vector<EntryHeader>;
 
@@ -69,19 +70,47 @@ std::string text_entry()
     return make_entry(meta(), kTextHeaders, "<html>hello</html>\n");
 }
 
-// Offset of hsum in an entry made by make_entry: the end of the header list.
+const std::string_view kTags[] = {"post-1", "list:posts", "user/7"};
+
+std::string tagged_entry()
+{
+    EntryMeta m = meta();
+    m.epoch = 42;
+    std::string out;
+    assert_true(begin_entry(m, kTextHeaders.data(), kTextHeaders.size(), out, kTags, 3));
+    size_t prefix = out.size();
+    out.append("tagged body");
+    assert_true(finish_entry(out, prefix));
+    return out;
+}
+
+bool is_v2(std::string_view e) { return e.size() > 4 && e[4] == 2; }
+
+// Offset of hsum in an entry: the end of the header list (version 1), or
+// of the tag list (version 2).
 size_t hsum_offset(std::string_view e)
 {
-    size_t p = kFixedLen;
-    size_t n = (static_cast<unsigned char>(e[32]) << 8) | static_cast<unsigned char>(e[33]);
+    auto u16 = [&](size_t at) {
+        return (static_cast<size_t>(static_cast<unsigned char>(e[at])) << 8)
+               | static_cast<unsigned char>(e[at + 1]);
+    };
+    size_t p = kFixedLen + (is_v2(e) ? 8 : 0);
+    size_t n = u16(32);
     for (size_t i = 0; i < n; i++) {
-        size_t nlen = (static_cast<unsigned char>(e[p]) << 8) | static_cast<unsigned char>(e[p + 1]);
+        size_t nlen = u16(p);
         p += 2 + nlen;
         size_t vlen = 0;
         for (int k = 0; k < 4; k++) {
             vlen = (vlen << 8) | static_cast<unsigned char>(e[p + k]);
         }
         p += 4 + vlen;
+    }
+    if (is_v2(e)) {
+        size_t ntag = u16(p);
+        p += 2;
+        for (size_t i = 0; i < ntag; i++) {
+            p += 2 + u16(p);
+        }
     }
     return p;
 }
@@ -125,7 +154,9 @@ struct Raw {
     uint16_t status = 200;
     uint64_t stored = 1700000000;
     uint32_t ttl = 60, age = 0, swr = 0, sie = 0;
+    uint64_t epoch = 0;                              // version 2
     std::vector<std::pair<std::string, std::string>> headers;
+    std::vector<std::string> tags;                   // version 2
     std::string body;
 
     std::string bytes() const
@@ -140,11 +171,21 @@ struct Raw {
         append_be(s, swr, 4);
         append_be(s, sie, 4);
         append_be(s, headers.size(), 2);
+        if (version == 2) {
+            append_be(s, epoch, 8);
+        }
         for (const auto &h : headers) {
             append_be(s, h.first.size(), 2);
             s += h.first;
             append_be(s, h.second.size(), 4);
             s += h.second;
+        }
+        if (version == 2) {
+            append_be(s, tags.size(), 2);
+            for (const std::string &t : tags) {
+                append_be(s, t.size(), 2);
+                s += t;
+            }
         }
         append_be(s, fnv1a(s), 4);
         append_be(s, body.size(), 4);
@@ -180,6 +221,8 @@ void assert_headers_equal(const EntryView &v, const Headers &h)
 
 void assert_meta_equal(const EntryMeta &a, const EntryMeta &b)
 {
+    assert_int_equal(a.version, b.version);
+    assert_int_equal(a.epoch, b.epoch);
     assert_int_equal(a.flags, b.flags);
     assert_int_equal(a.status, b.status);
     assert_int_equal(a.stored, b.stored);
@@ -210,6 +253,7 @@ void round_trip(const EntryMeta &m, const Headers &h, std::string_view body)
 void test_layout_matches_documentation(void **)
 {
     Raw r;
+    r.version = 2;
     r.status = 404;
     r.ttl = 3600;
     r.age = 12;
@@ -222,6 +266,30 @@ void test_layout_matches_documentation(void **)
     assert_int_equal(e.size(), r.bytes().size());
     assert_true(e == r.bytes());
     assert_int_equal(hsum_offset(e) + 8 + 9, e.size());
+
+    // with an epoch and tags
+    r.epoch = 0x0102030405060708ull;
+    r.tags = {"post-1", "list:posts"};
+    m.epoch = r.epoch;
+    const std::string_view tags[] = {"post-1", "list:posts"};
+    Headers h = {{"Content-Type", "text/plain"}, {"X-A", ""}};
+    std::string t;
+    assert_true(begin_entry(m, h.data(), h.size(), t, tags, 2));
+    size_t prefix = t.size();
+    t.append("not found");
+    assert_true(finish_entry(t, prefix));
+    assert_true(t == r.bytes());
+    assert_int_equal(static_cast<unsigned char>(t[kEntryEpochOffset]), 1);
+    assert_int_equal(static_cast<unsigned char>(t[kEntryEpochOffset + 7]), 8);
+
+    // and the version 1 layout, for a meta that asks for it
+    Raw v1 = r;
+    v1.version = 1;
+    v1.epoch = 0;
+    v1.tags.clear();
+    m.version = 1;
+    m.epoch = 0;
+    assert_true(make_entry(m, h, "not found") == v1.bytes());
 }
 
 void test_round_trip_text(void **)
@@ -392,28 +460,33 @@ void test_finish_entry(void **)
     assert_sv_equal(v.body, "12345678");
     // nonsense prefix lengths
     assert_false(finish_entry(out, 0));
-    assert_false(finish_entry(out, kMinEntry - 1));
+    assert_false(finish_entry(out, kMinEntryV1 - 1));
     assert_false(finish_entry(out, out.size() + 1));
     std::string empty;
-    assert_false(finish_entry(empty, kMinEntry));
+    assert_false(finish_entry(empty, kMinEntryV1));
 }
 
 // ---- corruption ----
 
 void test_every_truncation(void **)
 {
+    EntryMeta v1 = meta();
+    v1.version = 1;
     std::string entries[] = {
         text_entry(),
         make_entry(meta(), {}, ""),
         make_entry(meta(), {{"A", ""}}, std::string(100, '\0')),
+        tagged_entry(),
+        make_entry(v1, kTextHeaders, "v1"),
     };
     for (const std::string &e : entries) {
         assert_int_equal(decode(e), DecodeError::none);
+        size_t min = is_v2(e) ? kMinEntry : kMinEntryV1;
         for (size_t len = 0; len < e.size(); len++) {
             // a fresh copy of just `len` bytes, so ASan sees any overread
             std::vector<char> copy(e.begin(), e.begin() + static_cast<std::ptrdiff_t>(len));
             DecodeError err = decode(std::string_view(copy.data(), len));
-            DecodeError want = len < kMinEntry ? DecodeError::too_short : DecodeError::truncated;
+            DecodeError want = len < min ? DecodeError::too_short : DecodeError::truncated;
             if (err != want) {
                 print_error("length %zu of %zu: %s\n", len, e.size(),
                             std::string(decode_error_name(err)).c_str());
@@ -486,7 +559,7 @@ void test_magic_version_flags(void **)
     Raw r;
     r.version = 0;
     expect_error(r.bytes(), DecodeError::bad_version);
-    r.version = 2;
+    r.version = 3;
     expect_error(r.bytes(), DecodeError::bad_version);
     r.version = 0xff;
     expect_error(r.bytes(), DecodeError::bad_version);
@@ -608,6 +681,145 @@ void test_age_and_freshness(void **)
     assert_int_equal(entry_age(m, INT64_MAX / 2), INT64_MAX / 2 - m.stored + UINT32_MAX);
 }
 
+// ---- version 2: epoch and tags; version 1 still read ----
+
+void test_round_trip_tags_and_epoch(void **)
+{
+    std::string e = tagged_entry();
+    EntryView v;
+    size_t before = g_allocations;
+    assert_int_equal(decode_entry(e, v), DecodeError::none);
+    assert_int_equal(g_allocations, before);
+    assert_int_equal(v.meta.version, 2);
+    assert_int_equal(v.meta.epoch, 42);
+    assert_int_equal(v.ntags, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_sv_equal(v.tags[i], kTags[i]);
+    }
+    assert_headers_equal(v, kTextHeaders);
+    assert_sv_equal(v.body, "tagged body");
+
+    // the largest tag lists
+    std::vector<std::string> names;
+    for (size_t i = 0; i < kMaxTags; i++) {
+        names.push_back("t" + std::to_string(i) + std::string(40, 'x'));
+    }
+    std::vector<std::string_view> tags(names.begin(), names.end());
+    std::string out;
+    EntryMeta m = meta();
+    m.epoch = UINT64_MAX;
+    assert_true(begin_entry(m, nullptr, 0, out, tags.data(), tags.size()));
+    assert_true(finish_entry(out, out.size()));
+    assert_int_equal(decode_entry(out, v), DecodeError::none);
+    assert_int_equal(v.ntags, kMaxTags);
+    assert_int_equal(v.meta.epoch, UINT64_MAX);
+    std::string one_more = "x";
+    tags.push_back(one_more);
+    assert_false(begin_entry(m, nullptr, 0, out, tags.data(), tags.size()));
+}
+
+void test_version_1_still_decodes(void **)
+{
+    Raw r;
+    r.headers = {{"Content-Type", "text/plain"}};
+    r.body = "old";
+    std::string old = r.bytes();
+    EntryView v;
+    assert_int_equal(decode_entry(old, v), DecodeError::none);
+    assert_int_equal(v.meta.version, 1);
+    assert_int_equal(v.meta.epoch, 0);
+    assert_int_equal(v.ntags, 0);
+    assert_sv_equal(v.body, "old");
+    // and re-encodes to the same bytes
+    std::string again;
+    assert_true(begin_entry(v.meta, v.headers, v.nheaders, again));
+    again.append(v.body);
+    assert_true(finish_entry(again, again.size() - 3));
+    assert_true(again == old);
+    // a version 2 layout (epoch, tag count) is read as version 2 only
+    r.version = 2;
+    r.epoch = 7;
+    r.tags = {"a"};
+    assert_int_equal(decode_entry(r.bytes(), v), DecodeError::none);
+    assert_int_equal(v.meta.epoch, 7);
+    assert_int_equal(v.ntags, 1);
+}
+
+void test_epoch_and_tags_checksummed(void **)
+{
+    // the epoch sits at its fixed offset, under the checksum like the
+    // tags: a damaged one is never taken for a newer fill
+    std::string e = tagged_entry();
+    std::string bad = e;
+    put_be(bad, kEntryEpochOffset, 0x1234, 8);
+    expect_error(bad, DecodeError::bad_checksum);
+    reseal(bad);
+    EntryView v;
+    assert_int_equal(decode_entry(bad, v), DecodeError::none);
+    assert_int_equal(v.meta.epoch, 0x1234);
+    bad = e;
+    bad[e.find("list:posts")] = 'L';
+    expect_error(bad, DecodeError::bad_checksum);
+}
+
+void test_bad_tags(void **)
+{
+    std::string out;
+    EntryMeta m = meta();
+    const std::string_view bad[] = {"", "a,b", "a b", "\x01", "caf\xc3\xa9",
+                                    std::string_view("a\0", 2)};
+    for (std::string_view t : bad) {
+        assert_false(begin_entry(m, nullptr, 0, out, &t, 1));
+    }
+    std::string long_tag(kMaxTagLen + 1, 't');
+    std::string_view lt = long_tag;
+    assert_false(begin_entry(m, nullptr, 0, out, &lt, 1));
+    std::string max_tag(kMaxTagLen, 't');
+    std::string_view mt = max_tag;
+    assert_true(begin_entry(m, nullptr, 0, out, &mt, 1));
+    // more than kMaxTagBytes in all
+    std::vector<std::string_view> many(kMaxTagBytes / kMaxTagLen + 1, mt);
+    assert_false(begin_entry(m, nullptr, 0, out, many.data(), many.size()));
+    // no tags in a vary marker, none and no epoch in version 1
+    EntryMeta marker = meta();
+    marker.flags = kEntryVaryMarker;
+    Headers vary = {{"Vary", "Accept"}};
+    std::string_view ok = "ok";
+    assert_false(begin_entry(marker, vary.data(), 1, out, &ok, 1));
+    EntryMeta v1 = meta();
+    v1.version = 1;
+    assert_false(begin_entry(v1, nullptr, 0, out, &ok, 1));
+    v1.epoch = 1;
+    assert_false(begin_entry(v1, nullptr, 0, out));
+    EntryMeta v3 = meta();
+    v3.version = 3;
+    assert_false(begin_entry(v3, nullptr, 0, out));
+
+    // the reader refuses the same (valid checksums)
+    Raw r;
+    r.version = 2;
+    for (std::string_view t : bad) {
+        r.tags = {std::string(t)};
+        expect_error(r.bytes(), DecodeError::bad_header);
+    }
+    r.tags = {long_tag};
+    expect_error(r.bytes(), DecodeError::bad_header);
+    r.tags.assign(kMaxTags + 1, "t");
+    expect_error(r.bytes(), DecodeError::too_many_headers);
+    r.tags = {"ok"};
+    r.flags = kEntryVaryMarker;
+    r.headers = {{"Vary", "Accept"}};
+    r.body = "g1";
+    expect_error(r.bytes(), DecodeError::bad_header);
+    r.tags.clear();
+    assert_int_equal(decode(r.bytes()), DecodeError::none);
+    // a tag count beyond the data
+    std::string e = tagged_entry();
+    size_t ntag_at = e.find("post-1") - 4;
+    put_be(e, ntag_at, 50, 2);
+    expect_error(e, DecodeError::truncated);
+}
+
 // ---- fuzz-ish: random bytes and mutations, under ASan ----
 
 // xorshift64*: deterministic, local state
@@ -636,8 +848,11 @@ void check_accepted(const std::vector<char> &buf, const EntryView &v)
         assert_true(h.name.data() >= lo && h.name.data() + h.name.size() <= hi);
         assert_true(h.value.data() >= lo && h.value.data() + h.value.size() <= hi);
     }
+    for (size_t i = 0; i < v.ntags; i++) {
+        assert_true(v.tags[i].data() >= lo && v.tags[i].data() + v.tags[i].size() <= hi);
+    }
     std::string again;
-    assert_true(begin_entry(v.meta, v.headers, v.nheaders, again));
+    assert_true(begin_entry(v.meta, v.headers, v.nheaders, again, v.tags, v.ntags));
     size_t prefix = again.size();
     again.append(v.body);
     assert_true(finish_entry(again, prefix));
@@ -720,11 +935,12 @@ void test_fuzz_mutations(void **)
         make_entry(meta(), {}, ""),
         make_entry(meta(), {{"Content-Encoding", "gzip"}, {"X", "\x80"}}, body),
         make_entry(marker, {{"Vary", "Accept-Encoding"}}, "5e1f"),
+        tagged_entry(),
     };
     Rng rng{42};
     size_t accepted = 0;
     for (int iter = 0; iter < 40000; iter++) {
-        const std::string &seed = seeds[iter % 4];
+        const std::string &seed = seeds[iter % 5];
         std::vector<char> buf(seed.begin(), seed.end());
         size_t rounds = 1 + rng.below(4);
         for (size_t r = 0; r < rounds; r++) {
@@ -761,6 +977,10 @@ int main()
         cmocka_unit_test(test_forged_entries),
         cmocka_unit_test(test_error_names),
         cmocka_unit_test(test_age_and_freshness),
+        cmocka_unit_test(test_round_trip_tags_and_epoch),
+        cmocka_unit_test(test_version_1_still_decodes),
+        cmocka_unit_test(test_epoch_and_tags_checksummed),
+        cmocka_unit_test(test_bad_tags),
         cmocka_unit_test(test_fuzz_random_bytes),
         cmocka_unit_test(test_fuzz_mutations),
     };

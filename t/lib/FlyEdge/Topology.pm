@@ -571,7 +571,7 @@ sub _redis_cmdline {
         '--daemonize', 'no', '--dir', $dir, '--logfile', '', '--loglevel', 'notice',
         '--requirepass', $self->{password}, '--masterauth', $self->{password},
         '--save', '', '--appendonly', 'no',
-        '--maxmemory', '64mb', '--maxmemory-policy', 'allkeys-lru', '--replica-ignore-maxmemory', 'no',
+        '--maxmemory', '64mb', '--maxmemory-policy', 'volatile-lru', '--replica-ignore-maxmemory', 'no',
         '--repl-diskless-sync', 'yes', '--repl-diskless-sync-delay', '0',
         '--enable-debug-command', 'local');
     if ($r ne $self->{primary}) {
@@ -1251,7 +1251,7 @@ picked at random below the kernel's ephemeral range, checked free and locked
 A redis-server per region: the primary in C<scl>, replicas (C<--replicaof>,
 C<--replica-read-only no>) in C<ord> and C<atl>, all with C<--requirepass>
 and C<--masterauth> (one generated password), C<--maxmemory 64mb
---maxmemory-policy allkeys-lru --replica-ignore-maxmemory no>, no persistence,
+--maxmemory-policy volatile-lru --replica-ignore-maxmemory no>, no persistence,
 DEBUG allowed from localhost.  start() waits until each replica reports
 C<master_link_status:up>.  A key written on the primary reaches every replica;
 a key written on a replica stays in that region (until a full resync).
