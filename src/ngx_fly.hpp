@@ -26,6 +26,7 @@ class RedisClient;
 class PgClient;
 class ConsistencyWorker;
 struct ConsistencyHold;
+struct MetricsConf;
 
 // A Redis endpoint as configured (fly_redis / fly_redis_primary).
 struct RedisConf {
@@ -96,6 +97,13 @@ struct MainConf {
     RedisClient *redis_client;   // per worker, made in init_process
     RedisClient *redis_primary_client;  // == redis_client when the same
     ConsistencyWorker *consistency;     // per worker, with fly_postgres
+
+    // near cache (ngx_fly_near.cpp)
+    ngx_shm_zone_t *near_zone;   // fly_cache_near_zone; nullptr if none
+    size_t near_max_entry;
+    ngx_str_t need_near_file;    // first explicit "fly_cache_near on"
+    ngx_uint_t need_near_line;
+    MetricsConf *metrics;        // fly_status's zone (ngx_fly_metrics.cpp)
 };
 
 struct ValidRules;
@@ -133,6 +141,7 @@ struct LocConf {
     ngx_str_t cache_status_header;      // empty = off
     ngx_str_t cache_control_header;     // a field targeted at us; empty = off
     ngx_flag_t cache_control_pass;      // send targeted fields to the client
+    ngx_flag_t cache_near;              // fly_cache_near (ngx_fly_near.cpp)
 
     // read your writes (ngx_fly_conf_pg.cpp, ngx_fly_consistency.cpp)
     ngx_uint_t consistency;             // core::ConsistencyMode
@@ -146,6 +155,10 @@ struct LocConf {
     ngx_flag_t cache_tags_pass;         // fly_cache_tags_pass
     PurgeConf *cache_purge;             // fly_cache_purge; nullptr = none
     ngx_array_t *cache_purge_on_write;  // PurgeRule (ngx_fly_purge.cpp)
+
+    // metrics (ngx_fly_metrics.cpp): 1 + the index of the location's
+    // name in its label table; 0 = none
+    ngx_uint_t metrics_loc;
 };
 
 // fly_replica_max_lag off (NGX_CONF_UNSET is -1: the merge must tell the two apart).
@@ -164,6 +177,15 @@ inline std::string_view cache_status_name(CacheStatus s)
     return names[static_cast<size_t>(s)];
 }
 
+// $fly_cache_tier: which tier a HIT came from.
+enum class CacheTier : uint8_t { none, redis, near };
+
+inline std::string_view cache_tier_name(CacheTier t)
+{
+    static constexpr std::string_view names[] = {"", "redis", "near"};
+    return names[static_cast<size_t>(t)];
+}
+
 struct CacheCtx;
 
 // Per-request state, found again after internal redirects (see
@@ -175,6 +197,7 @@ struct RequestCtx {
                                         // app's answer: its body is dropped
     bool replay_flushed;                // ... and the replay answer flushed
     CacheStatus cache_status;           // $fly_cache_status
+    CacheTier cache_tier;               // $fly_cache_tier
     CacheCtx *cache;                    // the cache's own state (ngx_fly_cache.hpp)
 
     // read your writes (ngx_fly_consistency.cpp)

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "ngx_fly.hpp"
+#include "ngx_fly_near.hpp"
 #include "core/http_text.hpp"
 #include "core/tombstone.hpp"
 
@@ -48,6 +49,9 @@ struct CacheCtx {
     size_t prefix_len;
     int64_t ttl;
     std::string vary;            // Vary names, when a marker must be stored
+    bool near;                   // the near cache is used (ngx_fly_near.hpp)
+    NearToken near_token;        // what the entry's GET in flight took
+    NearToken near_epoch_token;  // ... and the tag epoch's
 };
 
 // The request's value of header `name` (lower case), lines joined
@@ -68,11 +72,15 @@ inline std::string request_header(ngx_http_request_t *r, std::string_view name)
 
 // Variant keys: the base key, the marker's generation, then the Vary
 // parts (the core adds those).  0x1f cannot occur in a base key.
+inline std::string variant_base(std::string_view key, std::string_view generation)
+{
+    std::string base(key);
+    base.append("\x1fg").append(generation);
+    return base;
+}
 inline std::string variant_base(const CacheCtx *cc)
 {
-    std::string base(cc->key);
-    base.append("\x1fg").append(cc->generation);
-    return base;
+    return variant_base(cc->key, cc->generation);
 }
 
 // Adds fly_cache_status_header, when configured; false on no memory.

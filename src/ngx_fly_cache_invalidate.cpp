@@ -9,6 +9,7 @@
 // region sees them at once.
 #include "ngx_fly_cache.hpp"
 #include "ngx_fly_consistency.hpp"
+#include "ngx_fly_metrics.hpp"
 #include "ngx_fly_redis.hpp"
 #include "core/cache_tags.hpp"
 #include "core/purge.hpp"
@@ -224,6 +225,15 @@ ScriptCall *send_invalidation(ngx_http_request_t *r, LocConf *lcf,
                    std::move(local), nullptr, nullptr);
     }
 
+    // This worker's near cache lets go at once (the others when Redis
+    // tells them).
+    for (const std::string &k : inv.keys) {
+        near_drop(k);
+    }
+    if (!inv.tags.empty()) {
+        near_drop(core::kEpochKey);
+    }
+
     std::vector<std::string> words;
     words.reserve(1 + inv.tags.size() + 2 * inv.keys.size() + 4);
     words.emplace_back(core::kEpochKey);
@@ -265,7 +275,9 @@ void invalidate_on_write(ngx_http_request_t *r, LocConf *lcf)
     }
     add_location_targets(r, lcf, inv);
     add_rule_targets(r, lcf, inv);
-    send_invalidation(r, lcf, std::move(inv), nullptr, nullptr);
+    if (send_invalidation(r, lcf, std::move(inv), nullptr, nullptr) != nullptr) {
+        metrics::count(r, core::Metric::cache_invalidations);
+    }
 }
 
 // fly_cache_purge_on_write ~REGEX | ~*REGEX TARGET ...;

@@ -283,6 +283,11 @@ RedisOp *send_get(ngx_http_request_t *r, CacheCtx *cc, std::string_view key,
                   RedisCallback cb)
 {
     MainConf *mcf = main_conf(r);
+    if (cc->near) {
+        // what the zone checks before a reply of this GET may enter it
+        (key == core::kEpochKey ? cc->near_epoch_token : cc->near_token) =
+            near_token(core::near_hash(key));
+    }
     const char *argv[2] = {"GET", key.data()};
     size_t argvlen[2] = {3, key.size()};
     RedisOp *op = mcf->redis_client->command(2, argv, argvlen, cb, cc);
@@ -313,8 +318,18 @@ void finish(ngx_http_request_t *r, CacheCtx *cc, CacheStatus s, bool store)
 }
 
 // HIT: the body is sent from the reply's bytes, kept until the request ends.
+// The entry is valid at the epoch the lookup read (its own, or its tag
+// records said so): it may enter the near cache at that epoch.
 void hit(ngx_http_request_t *r, CacheCtx *cc, const core::EntryView &e)
 {
+    get_ctx(r)->cache_tier = CacheTier::redis;
+    if (cc->near) {
+        const std::string &k = cc->lookup_variant ? cc->variant_key : cc->key;
+        near_offer(k, core::near_hash(k), cc->near_token,
+                   std::string_view(cc->reply, cc->reply_len),
+                   e.meta.stored + e.meta.ttl, false, cc->epoch,
+                   cc->near_epoch_token);
+    }
     cc->waiting = false;
     cc->want_store = false;
     r->main->count--;
@@ -499,6 +514,11 @@ void decide(ngx_http_request_t *r, CacheCtx *cc, ValueState state, bool variant)
             finish(r, cc, CacheStatus::miss, true);  // a marker under a marker
             return;
         }
+        if (cc->near) {
+            near_offer(cc->key, core::near_hash(cc->key), cc->near_token, data,
+                       e.meta.stored + e.meta.ttl, true, cc->epoch,
+                       cc->near_epoch_token);
+        }
         cc->generation.assign(e.body);
         bool ok = core::build_variant_key(
             variant_base(cc), e.headers[0].value,
@@ -649,6 +669,43 @@ void on_tags(void *data, redisReply *reply) noexcept
     });
 }
 
+// A HIT from the near cache: no Redis command at all.  NGX_DECLINED when
+// the zone has no usable entry (or Vary variant) for the request.  The zone
+// holds only what a Redis HIT of the current tag epoch read (markers too).
+ngx_int_t near_hit(ngx_http_request_t *r, CacheCtx *cc, RequestCtx *ctx)
+{
+    const core::NearEntry *n = near_get(r, cc->key, core::near_hash(cc->key));
+    core::EntryView e;
+    if (n == nullptr || core::decode_entry(n->value(), e) != core::DecodeError::none) {
+        return NGX_DECLINED;
+    }
+    if (e.meta.flags & core::kEntryVaryMarker) {
+        std::string vkey;
+        if (e.nheaders != 1
+            || !core::build_variant_key(
+                   variant_base(cc->key, e.body), e.headers[0].value,
+                   [&](std::string_view name) { return request_header(r, name); },
+                   vkey))
+        {
+            return NGX_DECLINED;
+        }
+        n = near_get(r, vkey, core::near_hash(vkey));
+        if (n == nullptr
+            || core::decode_entry(n->value(), e) != core::DecodeError::none
+            || (e.meta.flags & core::kEntryVaryMarker))
+        {
+            return NGX_DECLINED;
+        }
+    }
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: near HIT status %ui, %uz body bytes",
+                   (ngx_uint_t) e.meta.status, e.body.size());
+    ctx->cache_tier = CacheTier::near;
+    cc->want_store = false;
+    ngx_http_finalize_request(r, send_hit(r, ctx, e));
+    return NGX_DONE;
+}
+
 ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
 {
     MainConf *mcf = main_conf(r);
@@ -694,6 +751,13 @@ ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
             return NGX_DECLINED;
         }
     } else {
+        if (near_enabled(r)) {
+            cc->near = true;
+            ngx_int_t rc = near_hit(r, cc, ctx);
+            if (rc != NGX_DECLINED) {
+                return rc;
+            }
+        }
         // Two commands written together: one round trip.
         cc->op = send_get(r, cc, cc->key, on_base);
         if (cc->op != nullptr) {

@@ -3,6 +3,8 @@
 // mistake fails `nginx -t` with the file and line of the directive.
 // The fly_replay* handlers and merge are in ngx_fly_conf_replay.cpp.
 #include "ngx_fly.hpp"
+#include "ngx_fly_near.hpp"
+#include "ngx_fly_metrics.hpp"
 #include "core/http_text.hpp"
 #include "core/url.hpp"
 
@@ -420,6 +422,10 @@ ngx_command_t commands[] = {
      set_header_name, FLY_LOC(cache_control_header), &cache_control_name},
     {ngx_string("fly_cache_control_pass"), kAnyLevel | NGX_CONF_FLAG,
      ngx_conf_set_flag_slot, FLY_LOC(cache_control_pass), nullptr},
+    {ngx_string("fly_cache_near_zone"), kHttpMain | NGX_CONF_TAKE12,
+     set_near_zone, NGX_HTTP_MAIN_CONF_OFFSET, 0, nullptr},
+    {ngx_string("fly_cache_near"), kAnyLevel | NGX_CONF_FLAG, set_near,
+     FLY_LOC(cache_near), nullptr},
     {ngx_string("fly_cache_fence"), kAnyLevel | NGX_CONF_TAKE1,
      ngx_conf_set_msec_slot, FLY_LOC(cache_fence), nullptr},
     {ngx_string("fly_cache_tags_header"), kAnyLevel | NGX_CONF_TAKE1,
@@ -437,6 +443,8 @@ ngx_command_t commands[] = {
      ngx_conf_set_msec_slot, FLY_LOC(consistency_wait), nullptr},
     {ngx_string("fly_replica_max_lag"), kAnyLevel | NGX_CONF_TAKE1,
      set_replica_max_lag, FLY_LOC(replica_max_lag), nullptr},
+    {ngx_string("fly_status"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+     metrics::set_status, 0, 0, nullptr},
 
     ngx_null_command
 };
@@ -576,6 +584,10 @@ char *init_main_conf(ngx_conf_t *cf, void *conf)
                                          mcf->primary_region.data,
                                          mcf->region.len) == 0;
 
+        if (!check_near_conf(cf, mcf)) {
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
+
         ngx_conf_init_msec_value(mcf->redis_connect_timeout, 200);
         ngx_conf_init_msec_value(mcf->redis_timeout, 100);
 
@@ -654,6 +666,7 @@ void *create_loc_conf(ngx_conf_t *cf)
     lcf->cache_max_ttl = NGX_CONF_UNSET;
     lcf->cache_ignore_set_cookie = NGX_CONF_UNSET;
     lcf->cache_control_pass = NGX_CONF_UNSET;
+    lcf->cache_near = NGX_CONF_UNSET;
     lcf->cache_fence = NGX_CONF_UNSET_MSEC;
     lcf->cache_tags_pass = NGX_CONF_UNSET;
     lcf->cache_purge_on_write = static_cast<ngx_array_t *>(NGX_CONF_UNSET_PTR);
@@ -711,6 +724,7 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_str_value(conf->cache_control_header,
                              prev->cache_control_header, "");
     ngx_conf_merge_value(conf->cache_control_pass, prev->cache_control_pass, 0);
+    ngx_conf_merge_value(conf->cache_near, prev->cache_near, 1);
     ngx_conf_merge_msec_value(conf->cache_fence, prev->cache_fence, 2000);
     ngx_conf_merge_str_value(conf->cache_tags_header, prev->cache_tags_header,
                              "Cache-Tag");
@@ -729,6 +743,9 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                       "\"fly_cache_min_ttl\" is greater than "
                       "\"fly_cache_max_ttl\" in %V:%ui",
                       &conf->cache_ttl_file, conf->cache_ttl_line);
+        return static_cast<char *>(NGX_CONF_ERROR);
+    }
+    if (!metrics::merge_loc(cf, conf)) {
         return static_cast<char *>(NGX_CONF_ERROR);
     }
     return static_cast<char *>(NGX_CONF_OK);

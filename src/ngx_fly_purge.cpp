@@ -10,6 +10,7 @@
 // as one script call (ngx_fly_cache_invalidate.cpp), and answered with a
 // short JSON body once the primary has it (502 when it cannot be sent).
 #include "ngx_fly_cache.hpp"
+#include "ngx_fly_metrics.hpp"
 #include "core/cache_tags.hpp"
 #include "core/purge.hpp"
 
@@ -98,6 +99,7 @@ ngx_int_t answer(PurgeState *ps, redisReply *reply)
                                                 "take the purge"));
     }
     uint64_t epoch = reply->integer > 0 ? static_cast<uint64_t>(reply->integer) : 0;
+    metrics::count(r, core::Metric::cache_purges);
     if (ps->tag_purge) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "fly_cache_purge: %s purge of %uz tags, epoch %uL",

@@ -19,6 +19,7 @@
 // is not cancelable: a worker shutting down waits for it, so every request
 // parked on the client is answered (by the app) before the worker exits.
 #include "ngx_fly_redis.hpp"
+#include "ngx_fly_metrics.hpp"
 #include "ngx_fly_redis_link.hpp"
 #include "core/redis_pipeline.hpp"
 
@@ -129,16 +130,19 @@ public:
     bool init(const RedisConf &conf, ngx_resolver_t *resolver,
               ngx_msec_t resolver_timeout) noexcept
     {
+        ep_ = metrics::redis_endpoint(conf);
         return link_.init(conf, resolver, resolver_timeout);
     }
     RedisOp *command(int argc, const char **argv, const size_t *argvlen,
                      RedisCallback cb, void *data) noexcept;
     bool ready() const noexcept { return link_.state() == Link::State::ready; }
+    void watch(RedisWatcher *w) noexcept { watcher_ = w; }
+    size_t endpoint() const noexcept { return ep_; }
 
 private:
     // RedisLink::Owner
     void redis_opened(size_t handshake_bytes) noexcept override;
-    void redis_up() noexcept override { arm_timers(); }
+    void redis_up() noexcept override;
     void redis_down() noexcept override;
     void redis_written(size_t n) noexcept override;
     void redis_received() noexcept override;
@@ -158,6 +162,9 @@ private:
     Event deadline_;              // the earliest command deadline
     Event silence_;               // the liveness period
     RedisOp *free_ops_ = nullptr;
+    RedisWatcher *watcher_ = nullptr;
+    size_t ep_ = 0;               // metrics: 0 regional, 1 primary
+    bool lost_ = false;           // a connection was lost or not made
     RedisLink link_;
 };
 
@@ -306,14 +313,33 @@ void RedisConnection::redis_opened(size_t handshake_bytes) noexcept
     release_held();
 }
 
+void RedisConnection::redis_up() noexcept
+{
+    if (lost_) {
+        metrics::redis(ep_, metrics::RedisEvent::reconnect);
+    }
+    lost_ = false;
+    arm_timers();
+    if (watcher_ != nullptr) {
+        watcher_->redis_ready();
+    }
+}
+
 // Fails every op, callbacks with nullptr (sent, held or expired: the
 // pipeline holds them all).
 void RedisConnection::redis_down() noexcept
 {
+    if (watcher_ != nullptr) {
+        watcher_->redis_lost();
+    }
+    lost_ = true;
     while (core::PipelineOp *p = pipe_.pop()) {
         auto *op = static_cast<RedisOp *>(p);
         RedisCallback cb = op->cb;
         void *data = op->data;
+        if (!op->expired) {
+            metrics::redis(ep_, metrics::RedisEvent::error);
+        }
         free_op(op);
         if (cb != nullptr) {
             invoke(cb, data, nullptr);
@@ -362,6 +388,10 @@ void RedisConnection::redis_reply(core::RespReply &reply) noexcept
                    cb ? ""
                       : op->expired ? " late, discarded"
                                     : op->canceled ? " canceled" : " ignored");
+    metrics::redis_round_trip(ep_, now_us() - op->out_us);
+    if (reply.type == core::RespType::error) {
+        metrics::redis(ep_, metrics::RedisEvent::error);
+    }
     pipe_.answered(op,
                    reply.type == core::RespType::string ? reply.len : 0,
                    ngx_current_msec, now_us());
@@ -416,6 +446,7 @@ void RedisConnection::on_deadline() noexcept
         void *data = op->data;
         op->cb = nullptr;
         op->data = nullptr;
+        metrics::redis(ep_, metrics::RedisEvent::timeout);
         if (gone) {
             free_op(op);
         }
@@ -486,7 +517,12 @@ RedisOp *RedisClient::command(int argc, const char **argv,
                               const size_t *argvlen, RedisCallback cb,
                               void *data) noexcept
 {
-    return conn_ ? conn_->command(argc, argv, argvlen, cb, data) : nullptr;
+    RedisOp *op = conn_ ? conn_->command(argc, argv, argvlen, cb, data)
+                        : nullptr;
+    metrics::redis(conn_ ? conn_->endpoint() : 0,
+                   op ? metrics::RedisEvent::command
+                      : metrics::RedisEvent::error);
+    return op;
 }
 
 void RedisClient::cancel(RedisOp *op) noexcept
@@ -501,6 +537,13 @@ void RedisClient::cancel(RedisOp *op) noexcept
 bool RedisClient::connected() const noexcept
 {
     return conn_ != nullptr && conn_->ready();
+}
+
+void RedisClient::watch(RedisWatcher *w) noexcept
+{
+    if (conn_ != nullptr) {
+        conn_->watch(w);
+    }
 }
 
 void redis_free_str(char *str) noexcept

@@ -39,6 +39,22 @@ struct RedisOp;
 // Pub/sub and MONITOR are not supported (one reply per command).
 using RedisCallback = void (*)(void *data, redisReply *reply);
 
+// Told when the client's connection comes and goes (the near cache's
+// tracking, ngx_fly_near.cpp, re-enables CLIENT TRACKING on every new
+// connection).  Both are called from the event loop; a watcher may issue
+// commands from redis_ready().
+class RedisWatcher {
+public:
+    // A connection is established and authenticated.  Commands issued
+    // now follow the handshake and whatever was issued before.
+    virtual void redis_ready() noexcept = 0;
+    // The connection is gone (its pending commands fail right after).
+    virtual void redis_lost() noexcept = 0;
+
+protected:
+    ~RedisWatcher() = default;
+};
+
 class RedisClient {
 public:
     // `conf` and the timeouts come from the main conf; `resolver` is the
@@ -73,6 +89,10 @@ public:
 
     // The connection is established and authenticated.
     bool connected() const noexcept;
+
+    // One watcher (nullptr: none); it must outlive the client or be
+    // removed first.
+    void watch(RedisWatcher *w) noexcept;
 
 private:
     RedisConnection *conn_;

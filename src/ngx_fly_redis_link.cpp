@@ -196,6 +196,7 @@ bool RedisLink::output(const char *p, size_t n) noexcept
         return false;
     }
     c->obuf = ob;
+    added_ += n;
     want_write();
     return true;
 }
@@ -221,6 +222,7 @@ bool RedisLink::output_command(int argc, const char **argv,
     char *e = core::resp_write_command(p, argc, argv, argvlen);
     sdsIncrLen(ob, static_cast<int>(e - p));
     *n = static_cast<size_t>(e - p);
+    added_ += *n;
     want_write();
     return true;
 }
@@ -276,16 +278,20 @@ void RedisLink::flush() noexcept
         return;
     }
     uint64_t gen = gen_;
+    uint64_t added = added_;
     in_write_ = true;
-    // Completes the connect first if needed; may free the context.
+    // Completes the connect first if needed; may free the context.  The
+    // connect callback may queue output (a command issued once the link
+    // is ready), which this same call writes too.
     redisAsyncHandleWrite(ac);
     if (gen != gen_) {
         return;
     }
     in_write_ = false;
     size_t after = sdslen(ac->c.obuf);
-    if (after < before) {
-        owner_->redis_written(before - after);
+    size_t queued = before + static_cast<size_t>(added_ - added);
+    if (after < queued) {
+        owner_->redis_written(queued - after);
     }
 }
 

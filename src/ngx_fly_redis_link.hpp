@@ -112,6 +112,7 @@ private:
 
     redisAsyncContext *ac_ = nullptr;
     uint64_t gen_ = 0;            // bumped whenever a context goes away
+    uint64_t added_ = 0;          // bytes ever appended to the output
     bool in_write_ = false;
     bool destroying_ = false;
     LibSocket sock_;

@@ -7,7 +7,7 @@ namespace fly {
 namespace {
 
 enum VarId : uintptr_t {
-    kRegion, kPrimaryRegion, kIsPrimary, kReplay, kCacheStatus,
+    kRegion, kPrimaryRegion, kIsPrimary, kReplay, kCacheStatus, kCacheTier,
     kReplicaLsn, kReplicaLag, kWriteLsn,
 };
 
@@ -90,8 +90,9 @@ ngx_int_t get_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     RequestCtx *ctx = get_ctx(r);
     std::string_view s;
     if (ctx != nullptr) {
-        s = id == kReplay ? view(ctx->replay_state)
-                          : cache_status_name(ctx->cache_status);
+        s = id == kReplay        ? view(ctx->replay_state)
+            : id == kCacheTier ? cache_tier_name(ctx->cache_tier)
+                               : cache_status_name(ctx->cache_status);
     }
     set_value(v, reinterpret_cast<const u_char *>(s.data()), s.size());
     v->no_cacheable = 1;
@@ -113,6 +114,7 @@ VarDef vars[] = {
     {ngx_string("fly_replica_lsn"), kReplicaLsn, NGX_HTTP_VAR_NOCACHEABLE},
     {ngx_string("fly_replica_lag"), kReplicaLag, NGX_HTTP_VAR_NOCACHEABLE},
     {ngx_string("fly_write_lsn"), kWriteLsn, NGX_HTTP_VAR_NOCACHEABLE},
+    {ngx_string("fly_cache_tier"), kCacheTier, NGX_HTTP_VAR_NOCACHEABLE},
 };
 
 }  // namespace

@@ -2,6 +2,8 @@
 // per-request context every part of the shell shares.
 #include "ngx_fly.hpp"
 #include "ngx_fly_consistency.hpp"
+#include "ngx_fly_near.hpp"
+#include "ngx_fly_metrics.hpp"
 #include "ngx_fly_redis.hpp"
 
 #include <new>
@@ -21,7 +23,8 @@ ngx_int_t postconfiguration(ngx_conf_t *cf) noexcept
     // a write's answer (its LSN) before the cache's invalidation, the
     // cache's fill filter before the one that clears fly-lsn.
     if (replay_init(cf) != NGX_OK || consistency_clear_init(cf) != NGX_OK
-        || cache_init(cf) != NGX_OK || consistency_hold_init(cf) != NGX_OK)
+        || cache_init(cf) != NGX_OK || consistency_hold_init(cf) != NGX_OK
+        || metrics::init(cf) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -96,6 +99,7 @@ ngx_int_t init_process(ngx_cycle_t *cycle) noexcept
                       e.what());
         return NGX_ERROR;
     }
+    near_init_process(cycle, mcf);
     return NGX_OK;
 }
 
@@ -106,6 +110,7 @@ void exit_process(ngx_cycle_t *cycle) noexcept
     if (mcf == nullptr) {
         return;
     }
+    near_exit_process();     // it watches the regional client
     consistency_exit_process(mcf);
     if (mcf->redis_primary_client != mcf->redis_client) {
         delete mcf->redis_primary_client;

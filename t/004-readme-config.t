@@ -10,6 +10,7 @@
 # Host names such as {region}.my-redis.internal are not looked up here:
 # with a `resolver` they are resolved at run time only.
 use FlyEdge::Test;
+use FlyEdge::ConfCheck;    # slurp, spew, nginx_blocks, sandbox, nginx_t, check_t
 use File::Path qw(make_path remove_tree);
 use POSIX ();
 
@@ -19,94 +20,6 @@ our %ENV_FOR = (
     ord => { FLY_REGION => 'ord', PRIMARY_REGION => 'scl', REDIS_PASSWORD => 'readme-password' },
     scl => { FLY_REGION => 'scl', PRIMARY_REGION => 'scl', REDIS_PASSWORD => 'readme-password' },
 );
-
-sub slurp { my ($f) = @_; open my $fh, '<', $f or die "$f: $!"; local $/; <$fh> }
-
-sub spew {
-    my ($f, $text) = @_;
-    open my $fh, '>', $f or die "$f: $!";
-    print $fh $text;
-    close $fh or die "$f: $!";
-}
-
-# The ```nginx fenced blocks of a Markdown text: ([line, text], ...).
-sub nginx_blocks {
-    my ($md) = @_;
-    my (@blocks, $cur, $start);
-    my $n = 0;
-    for my $line (split /\n/, $md) {
-        $n++;
-        if (!defined $cur && $line =~ /^\s*```\s*nginx\s*$/) { $cur = ''; $start = $n + 1; next }
-        if (defined $cur && $line =~ /^\s*```\s*$/) { push @blocks, [$start, $cur]; undef $cur; next }
-        $cur .= "$line\n" if defined $cur;
-    }
-    return @blocks;
-}
-
-# A port on loopback that binds now (nginx -t binds its listen sockets).
-sub free_port {
-    my ($v6) = @_;
-    require IO::Socket::IP;
-    for (1 .. 100) {
-        my $s = IO::Socket::IP->new(LocalHost => $v6 ? '::1' : '127.0.0.1', LocalPort => 0, Listen => 1) or next;
-        my $p = $s->sockport;
-        close $s;
-        return $p;
-    }
-    die "no free port";
-}
-
-# Makes a configuration runnable in $prefix (see the top of the file).
-sub sandbox {
-    my ($conf, $prefix, $module) = @_;
-    $conf =~ s/^(\s*)load_module\s+[^;]+;/$1load_module $module;/mg;
-    $conf =~ s{^(\s*listen\s+)(\S+?)((?:\s[^;]*)?);}{
-        my ($lead, $addr, $rest) = ($1, $2, $3);
-        $lead . ($addr =~ /^\[/ ? '[::1]:' . free_port(1) : '127.0.0.1:' . free_port()) . $rest . ';'
-    }mge;
-    my @inject;
-    for my $t (qw(client_body proxy fastcgi uwsgi scgi)) {
-        push @inject, "${t}_temp_path $prefix/tmp/$t;" unless $conf =~ /^\s*${t}_temp_path\s/m;
-    }
-    push @inject, "access_log $prefix/logs/access.log;" unless $conf =~ /^\s*access_log\s/m;
-    my $ins = join '', map { " $_" } @inject;
-    $conf =~ s/^(\s*http\s*\{)/$1$ins/m;    # on the same line: line numbers stay the README's
-    $conf .= "events {}\n" unless $conf =~ /^\s*events\s*\{/m;
-    return $conf;
-}
-
-# nginx -t of $file in $prefix with exactly %$env as the environment;
-# returns (exit code, output).
-sub nginx_t {
-    my ($file, $prefix, $env) = @_;
-    make_path("$prefix/logs", "$prefix/tmp");
-    my @cmd = ($NGINX, '-t', '-p', "$prefix/", '-c', $file, '-e', "$prefix/logs/error.log");
-    push @cmd, '-g', "pid $prefix/logs/nginx.pid;" unless slurp($file) =~ /^\s*pid\s/m;
-    my $pid = open(my $out, '-|') // die "fork: $!";
-    if (!$pid) {
-        open STDERR, '>&', \*STDOUT;
-        my $preload = $ENV{FLY_EDGE_LD_PRELOAD};
-        my %keep = map { exists $ENV{$_} ? ($_ => $ENV{$_}) : () } qw(ASAN_OPTIONS UBSAN_OPTIONS);
-        %ENV = (PATH => '/usr/sbin:/usr/bin:/sbin:/bin', %keep, %$env);
-        $ENV{LD_PRELOAD} = $preload if $preload;
-        alarm 60;                     # survives exec: a hung nginx -t dies
-        { exec { $cmd[0] } @cmd }
-        print "exec $cmd[0]: $!\n";
-        POSIX::_exit(127);
-    }
-    local $/;
-    my $text = <$out> // '';
-    close $out;
-    my $rc = $? & 127 ? 128 + ($? & 127) : $? >> 8;
-    return ($rc, $text);
-}
-
-sub check_t {
-    my ($name, $rc, $out) = @_;
-    is($rc, 0, "$name: nginx -t passes") or return diag($out);
-    like($out, qr/test is successful/, "$name: nginx says the test is successful");
-    unlike($out, qr/\[(emerg|alert)\]/, "$name: no [emerg] or [alert]");
-}
 
 run_tests(start => 0);
 

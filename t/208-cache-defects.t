@@ -18,12 +18,15 @@ EOF
 
 sub qs { HTTP::Tiny->new->www_form_urlencode([@_]) }
 
-# One request on a connection of its own: nginx closes the connection
-# after a 412 its not_modified filter makes (for static files too).
+# The requests go on one keep-alive connection, so one worker answers them
+# and a MISS's fill (written as the response ends) reaches Redis before the
+# next lookup: on connections of their own the other worker's GET could
+# come first.  nginx closes the connection after a 412 its not_modified
+# filter makes (for static files too); HTTP::Tiny then opens a new one.
+our $UA = FlyEdge::Test::UA->new(keep_alive => 1, max_redirect => 0, timeout => 60);
 sub get {
     my ($path, %h) = @_;
-    return send_request(path => $path, region => 'scl', direct => 1, headers => \%h,
-                        ua => FlyEdge::Test::UA->new(keep_alive => 0, max_redirect => 0, timeout => 60));
+    return send_request(path => $path, region => 'scl', direct => 1, headers => \%h, ua => $UA);
 }
 
 sub gunzipped {

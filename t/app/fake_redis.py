@@ -84,9 +84,30 @@ one piece, whatever the control file says:
     FAKE HAS key      :1 or :0
     FAKE LEN key      the value's length, or -1
     FAKE FLUSH        +OK (the dict emptied, statistics kept)
+    FAKE INVALIDATE key   sends the invalidation of key to the connections
+                      that track it (as a write would); :N of them
+    FAKE FLUSHALL     the null invalidation to every subscribed connection;
+                      :N of them
+
+Client-side caching (RESP2, the module's near cache): CLIENT ID (:n),
+CLIENT SETNAME (+OK), CLIENT TRACKING on REDIRECT <id> (+OK; the
+connection tracks from then on), SUBSCRIBE (subscribed mode: PING answers
+*2 pong ""), and invalidation messages
+    *3 message __redis__:invalidate *1 <key>
+sent to the REDIRECT connection when a key that a tracking connection read
+(GET, MGET) is written (SET, DEL, UNLINK, EVAL/EVALSHA keys) by anyone.
+One more key of the control file:
+
+    race_key=KEY  a GET of KEY on a tracking connection first sends the
+                  invalidation of KEY to its REDIRECT connection, waits
+                  race_ms (default 50), then answers with the value it read
+                  (a write came right after the GET: the invalidation
+                  overtakes the reply), and leaves KEY untracked
+    race_ms=MS
 """
 
 import hashlib
+import itertools
 import os
 import select
 import signal
@@ -192,6 +213,20 @@ def fake_command(args):
         if sub == b"FLUSH":
             DATA.clear()
             return b"+OK\r\n"
+    if sub == b"INVALIDATE" and len(args) == 3:
+        return b":%d\r\n" % send_invalidation(args[2])
+    if sub == b"FLUSHALL":
+        n = 0
+        with TRACK_LOCK:
+            TRACKED.clear()
+            subs = [c for c in CONNS.values() if c.subscribed]
+        for c in subs:
+            try:
+                c.sendall(message(b"$-1\r\n"))
+                n += 1
+            except OSError:
+                pass
+        return b":%d\r\n" % n
     return b"-ERR bad FAKE command\r\n"
 
 
@@ -354,6 +389,119 @@ def send_split(sock, data, mode, tail=b""):
             time.sleep(delay)
 
 
+# ---- client tracking (the near cache) --------------------------------------
+
+class Conn:
+    """A client connection: its socket (every write under a lock, since
+    invalidations are sent from other connections' threads) and its
+    tracking state."""
+    IDS = itertools.count(1)
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.id = next(Conn.IDS)
+        self.wlock = threading.Lock()
+        self.redirect = None        # CLIENT TRACKING on REDIRECT <id>
+        self.subscribed = False
+
+    def sendall(self, data):
+        with self.wlock:
+            self.sock.sendall(data)
+
+    def __getattr__(self, name):     # recv, setsockopt, fileno, close
+        return getattr(self.sock, name)
+
+
+CONNS = {}        # id -> Conn
+TRACKED = {}      # key -> ids of the connections to tell when it changes
+TRACK_LOCK = threading.Lock()
+CHANNEL = b"__redis__:invalidate"
+
+
+def message(payload):
+    return (b"*3\r\n$7\r\nmessage\r\n" + bulk(CHANNEL) + payload)
+
+
+def send_invalidation(key, targets=None):
+    """Tells the connections tracking `key` (or `targets`) that it changed;
+    returns how many were told."""
+    with TRACK_LOCK:
+        ids = TRACKED.pop(key, set()) if targets is None else set(targets)
+        conns = [CONNS.get(i) for i in ids]
+    n = 0
+    for c in conns:
+        if c is not None and c.subscribed:
+            try:
+                c.sendall(message(b"*1\r\n" + bulk(key)))
+                n += 1
+                count("invalidations_sent")
+            except OSError:
+                pass
+    return n
+
+
+def written_keys(args):
+    cmd = args[0].upper() if args else b""
+    if cmd == b"SET" and len(args) >= 3:
+        return [args[1]]
+    if cmd in (b"DEL", b"UNLINK"):
+        return args[1:]
+    if cmd in (b"EVAL", b"EVALSHA") and len(args) >= 3:
+        try:
+            return args[3:3 + int(args[2])]
+        except ValueError:
+            return []
+    return []
+
+
+def tracking_command(conn, args, mode):
+    """The tracking commands (a reply), or None for execute(); a GET of
+    the race key plays the race first."""
+    cmd = args[0].upper() if args else b""
+    sub = args[1].upper() if len(args) > 1 else b""
+    if cmd == b"CLIENT" and sub == b"ID":
+        return b":%d\r\n" % conn.id
+    if cmd == b"CLIENT" and sub == b"SETNAME":
+        return b"+OK\r\n"
+    if cmd == b"CLIENT" and sub == b"TRACKING" and len(args) >= 3:
+        if args[2].lower() == b"on":
+            opts = [a.upper() for a in args[3:]]
+            i = opts.index(b"REDIRECT") if b"REDIRECT" in opts else -1
+            conn.redirect = int(args[3 + i + 1]) if 0 <= i < len(opts) - 1 else conn.id
+        else:
+            conn.redirect = None
+        count("client_tracking")
+        return b"+OK\r\n"
+    if cmd == b"SUBSCRIBE" and len(args) == 2:
+        conn.subscribed = True
+        return b"*3\r\n$9\r\nsubscribe\r\n" + bulk(args[1]) + b":1\r\n"
+    if cmd == b"PING" and conn.subscribed:
+        return b"*2\r\n$4\r\npong\r\n" + bulk(args[1] if len(args) > 1 else b"")
+    if (cmd == b"GET" and len(args) == 2 and conn.redirect is not None
+            and mode.get("race_key") and args[1] == mode["race_key"].encode("latin-1")):
+        send_invalidation(args[1], [conn.redirect])
+        count("race_played")
+        time.sleep(float(mode.get("race_ms", "50")) / 1000.0)
+        conn.race_get = True
+    return None
+
+
+def tracking_after(conn, args):
+    """After execute(): reads by a tracking connection are remembered,
+    writes tell whoever tracks the keys."""
+    cmd = args[0].upper() if args else b""
+    if getattr(conn, "race_get", False):
+        conn.race_get = False
+        return
+    if cmd in (b"GET", b"MGET") and conn.redirect is not None:
+        with TRACK_LOCK:
+            for k in args[1:]:
+                TRACKED.setdefault(k, set()).add(conn.redirect)
+        return
+    for k in written_keys(args):
+        send_invalidation(k)
+
+
 def serve(conn, control):
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     buf = bytearray()
@@ -426,7 +574,10 @@ def serve(conn, control):
                     client = True
                     count("clients")
                 mode = control.get()
-                reply, action = execute(args, mode)
+                reply, action = tracking_command(conn, args, mode), None
+                if reply is None:
+                    reply, action = execute(args, mode)
+                    tracking_after(conn, args)
                 if action == "late":
                     if late_from is None:
                         late_from = len(out)
@@ -467,6 +618,7 @@ def serve(conn, control):
     except (OSError, ValueError):
         return
     finally:
+        CONNS.pop(getattr(conn, "id", None), None)
         try:
             conn.close()
         except OSError:
@@ -509,7 +661,9 @@ def main(argv):
             if f is srv:
                 conn, _ = srv.accept()
                 count("connections")
-                threading.Thread(target=serve, args=(conn, control),
+                c = Conn(conn)
+                CONNS[c.id] = c
+                threading.Thread(target=serve, args=(c, control),
                                  daemon=True).start()
             elif not os.read(sys.stdin.fileno(), 4096):
                 return 0

@@ -1,0 +1,146 @@
+// fly-edge core: the metrics the fly_status endpoint serves.
+//
+// One table (FLY_METRICS below) describes every metric family: its name,
+// type, up to two label dimensions and its help text.  From it come the
+// layout of the values in the shared-memory zone (a flat array of 64-bit
+// counters, one per series; a histogram series takes its buckets, +Inf
+// and the sum) and the Prometheus text format (0.0.4) the endpoint sends.
+// Adding a metric is one line in the table plus the call that counts it.
+// No nginx types: the shell takes a snapshot of the zone's values and
+// passes it here with the label values.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace fly::core {
+
+enum class MetricType : uint8_t { counter, histogram };
+
+// A label dimension: the label(s) and how many values it can have (its
+// slots, fixed so that the layout is fixed).  The values of a slot are
+// given at format time (see MetricLabels); an empty one is not emitted.
+enum class MetricDim : uint8_t {
+    none,
+    location,       // location="<name>": kMetricLocations slots, 0 = "_other"
+    cache_status,   // status="HIT" ...: indexed by the shell's CacheStatus
+    replay_state,   // state="method" ...
+    refusal,        // reason="loop" ...
+    endpoint,       // endpoint="host:port",role="regional|primary"
+    count_
+};
+
+constexpr size_t kMetricLocations = 128;
+constexpr size_t kMetricCacheStatuses = 16;
+constexpr size_t kMetricReplayStates = 8;
+constexpr size_t kMetricRefusals = 4;
+constexpr size_t kMetricEndpoints = 2;
+
+constexpr size_t metric_dim_size(MetricDim d)
+{
+    switch (d) {
+    case MetricDim::location: return kMetricLocations;
+    case MetricDim::cache_status: return kMetricCacheStatuses;
+    case MetricDim::replay_state: return kMetricReplayStates;
+    case MetricDim::refusal: return kMetricRefusals;
+    case MetricDim::endpoint: return kMetricEndpoints;
+    default: return 1;
+    }
+}
+
+// id, name, type, first and second label dimension, help.
+#define FLY_METRICS(X)                                                        \
+    X(cache_requests, "fly_edge_cache_requests_total", counter, location,     \
+      cache_status, "Requests that went through fly_cache, by location and "  \
+      "$fly_cache_status.")                                                   \
+    X(cache_served_bytes, "fly_edge_cache_served_bytes_total", counter,       \
+      location, none, "Response body bytes sent from the cache (HIT, STALE, " \
+      "UPDATING).")                                                           \
+    X(cache_invalidations, "fly_edge_cache_invalidations_total", counter,     \
+      none, none, "Invalidations sent to the primary Redis after a "          \
+      "successful unsafe request.")                                           \
+    X(cache_purges, "fly_edge_cache_purges_total", counter, none, none,     \
+      "Purges (fly_cache_purge: URLs or tags) the primary Redis took.")      \
+    X(replays, "fly_edge_replays_total", counter, replay_state, none,         \
+      "fly-replay answers sent, by their state (the reason).")               \
+    X(replay_refusals, "fly_edge_replay_refusals_total", counter, refusal,    \
+      none, "Requests that had to be replayed and could not be (503 loop, "  \
+      "413 too large, 411 no length).")                                       \
+    X(forwards, "fly_edge_forwards_total", counter, none, none,               \
+      "Requests forwarded to the primary through fly_replay_forward.")       \
+    X(redis_commands, "fly_edge_redis_commands_total", counter, endpoint,     \
+      none, "Redis commands sent.")                                           \
+    X(redis_errors, "fly_edge_redis_errors_total", counter, endpoint, none,   \
+      "Redis commands that failed: not sent (Redis unavailable), lost with "  \
+      "the connection, or answered with an error.")                          \
+    X(redis_timeouts, "fly_edge_redis_timeouts_total", counter, endpoint,     \
+      none, "Redis commands that timed out (fly_redis_timeout).")            \
+    X(redis_reconnects, "fly_edge_redis_reconnects_total", counter,           \
+      endpoint, none, "Redis connections made again after one was lost or "  \
+      "could not be made.")                                                   \
+    X(redis_round_trip, "fly_edge_redis_round_trip_seconds", histogram,       \
+      endpoint, none, "Time from a Redis command's write to its reply.")
+
+enum class Metric : uint16_t {
+#define FLY_METRIC_ID(id, ...) id,
+    FLY_METRICS(FLY_METRIC_ID)
+#undef FLY_METRIC_ID
+    count_
+};
+
+struct MetricDesc {
+    const char *name;
+    MetricType type;
+    MetricDim dim1;
+    MetricDim dim2;
+    const char *help;
+};
+
+const MetricDesc &metric_desc(Metric m);
+
+// Histogram buckets (upper bounds, microseconds); a histogram series is
+// kHistogramBuckets counts (not cumulative), the +Inf count, the sum in
+// microseconds.
+constexpr size_t kHistogramBuckets = 13;
+extern const uint64_t kHistogramBoundsUs[kHistogramBuckets];
+constexpr size_t kHistogramValues = kHistogramBuckets + 2;
+// The value index (within a series) an observation of `us` goes to.
+size_t histogram_bucket(uint64_t us);
+
+// Where the values of series (i1, i2) of `m` start in the flat array
+// (i1, i2 < the dimensions' sizes; 0 for none).
+size_t metric_index(Metric m, size_t i1 = 0, size_t i2 = 0);
+size_t metrics_value_count();
+// Changes whenever the table, the dimensions or the buckets change: a zone
+// of another layout must not be reused.
+uint64_t metrics_layout_hash();
+
+// `name="value"` with the value escaped as the text format wants.
+std::string metric_label(std::string_view name, std::string_view value);
+
+// The label text of each slot of each dimension (already `k="v"`, several
+// joined with ','); a missing or empty entry: the slot is not emitted.
+struct MetricLabels {
+    std::vector<std::string> dims[static_cast<size_t>(MetricDim::count_)];
+
+    std::vector<std::string> &of(MetricDim d)
+    {
+        return dims[static_cast<size_t>(d)];
+    }
+    const std::vector<std::string> &of(MetricDim d) const
+    {
+        return dims[static_cast<size_t>(d)];
+    }
+};
+
+// Appends every family, in table order, to `out` (text format 0.0.4:
+// HELP and TYPE lines, then the samples; histograms as _bucket with
+// cumulative `le`, _sum in seconds and _count).  `values` has
+// metrics_value_count() entries.
+void format_metrics(const uint64_t *values, const MetricLabels &labels,
+                    std::string &out);
+
+}  // namespace fly::core
