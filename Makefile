@@ -6,6 +6,7 @@
 #   make bench   the cache benchmark
 #   make test-apps       real apps unchanged behind fly-edge (MediaWiki), see t/apps/
 #   make run APP=mediawiki   the local deployment with MediaWiki instead of the demo app
+#   make bench-consistency   the read-your-writes figure (t/bench/consistency --help)
 
 SHELL       := /bin/bash
 NGINX_SRC   ?= /usr/share/nginx/src
@@ -34,7 +35,7 @@ DEB_PKGS := g++ make perl ca-certificates curl procps util-linux \
     python3 python3-psycopg2 \
     libnginx-mod-http-srcache-filter libnginx-mod-http-memc
 
-.PHONY: all module deps deps-apps unit itest itest-asan test test-apps run bench clean FORCE
+.PHONY: all module deps deps-apps unit itest itest-asan test test-apps run bench bench-consistency clean FORCE
 
 all: module
 
@@ -151,6 +152,10 @@ deps-apps: deps
 
 test-apps: deps-apps module
 	prove -I t/lib --ext .test t/apps/
+
+bench-consistency: deps
+	-@$(MAKE) --no-print-directory module
+	perl -I t/lib t/bench/consistency
 
 # ---- fuzzing: libFuzzer targets of the core's parsers (t/fuzz/README.md) ----
 #   make fuzz         each target for FUZZ_SECONDS (FUZZ_JOBS at a time); new

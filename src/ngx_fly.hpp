@@ -10,6 +10,7 @@ extern "C" {
 }
 
 #include "core/cache_rules.hpp"
+#include "core/consistency.hpp"
 #include "core/replay.hpp"
 
 #include <string_view>
@@ -22,6 +23,9 @@ ngx_module_t ngx_http_fly_edge_module;
 namespace fly {
 
 class RedisClient;
+class PgClient;
+class ConsistencyWorker;
+struct ConsistencyHold;
 struct MetricsConf;
 
 // A Redis endpoint as configured (fly_redis / fly_redis_primary).
@@ -32,6 +36,22 @@ struct RedisConf {
     ngx_str_t user;              // empty, or an ACL user for AUTH user pass
     ngx_str_t password;          // empty: no AUTH
     ngx_int_t db;                // SELECT when != 0
+    ngx_addr_t *addrs;           // resolved at load time when no resolver
+    ngx_uint_t naddrs;
+    const char *name;            // "regional" or "primary", for logs
+};
+
+// A PostgreSQL endpoint as configured (fly_postgres / fly_postgres_primary),
+// for libpq's PQconnectStartParams(): every setting of the conninfo, and
+// hostaddr, which the client sets to the address it looked up.
+struct PgConf {
+    const char **keywords;       // NULL-terminated
+    const char **values;         // values[hostaddr_at] is set per connection
+    ngx_uint_t hostaddr_at;
+    ngx_str_t settings;          // every "key=value" joined: two endpoints
+                                 // are one when these are equal
+    ngx_str_t host;              // name or address (Peer), without []
+    in_port_t port;
     ngx_addr_t *addrs;           // resolved at load time when no resolver
     ngx_uint_t naddrs;
     const char *name;            // "regional" or "primary", for logs
@@ -56,6 +76,17 @@ struct MainConf {
     ngx_str_t need_redis_file;   // first "fly_cache on"
     ngx_uint_t need_redis_line;
 
+    // PostgreSQL (ngx_fly_conf_pg.cpp)
+    ngx_str_t pg_template;       // fly_postgres as written, ${VAR} expanded
+    ngx_str_t pg_primary_template;
+    PgConf pg;                   // the region's database (its replica)
+    PgConf pg_primary;           // the primary's (the writable leader)
+    ngx_msec_t pg_connect_timeout;
+    ngx_msec_t pg_timeout;
+    ngx_str_t need_pg_file;      // first fly_consistency lsn / fly_replica_max_lag
+    ngx_uint_t need_pg_line;
+    const char *need_pg_what;
+
     // Every location where a fly_replay_forward applies, to check that
     // its server has that named location (ngx_fly_replay.cpp).
     ngx_array_t *forward_uses;
@@ -65,6 +96,7 @@ struct MainConf {
 
     RedisClient *redis_client;   // per worker, made in init_process
     RedisClient *redis_primary_client;  // == redis_client when the same
+    ConsistencyWorker *consistency;     // per worker, with fly_postgres
 
     // near cache (ngx_fly_near.cpp)
     ngx_shm_zone_t *near_zone;   // fly_cache_near_zone; nullptr if none
@@ -116,6 +148,11 @@ struct LocConf {
     ngx_uint_t cache_use_stale;         // core::stale_bit()s; UNSET_UINT
     time_t cache_stale;                 // fly_cache_stale; -1 = not set
 
+    // read your writes (ngx_fly_conf_pg.cpp, ngx_fly_consistency.cpp)
+    ngx_uint_t consistency;             // core::ConsistencyMode
+    ngx_msec_t consistency_wait;
+    ngx_int_t replica_max_lag;          // ms; kMaxLagOffConf = off
+
     // invalidation, purge and tags (ngx_fly_cache_invalidate.cpp,
     // ngx_fly_purge.cpp)
     ngx_msec_t cache_fence;             // fly_cache_fence
@@ -128,6 +165,9 @@ struct LocConf {
     // name in its label table; 0 = none
     ngx_uint_t metrics_loc;
 };
+
+// fly_replica_max_lag off (NGX_CONF_UNSET is -1: the merge must tell the two apart).
+constexpr ngx_int_t kMaxLagOffConf = -2;
 
 enum class CacheStatus : uint8_t {
     none, hit, miss, bypass, expired, error, stale, updating, revalidated,
@@ -165,6 +205,16 @@ struct RequestCtx {
     CacheStatus cache_status;           // $fly_cache_status
     CacheTier cache_tier;               // $fly_cache_tier
     CacheCtx *cache;                    // the cache's own state (ngx_fly_cache.hpp)
+
+    // read your writes (ngx_fly_consistency.cpp)
+    uint8_t consistency;                // ConsistencyState (ngx_fly_consistency.hpp)
+    bool consistency_lag;               // its replay is state=lag (else lsn)
+    bool clear_lsn_cookie;              // the answer clears fly-lsn
+    bool lsn_skip_cache;                // its fence was just passed: the
+                                        // cache is not read (is filled)
+    bool has_write_lsn;                 // $fly_write_lsn: the request's fence
+    uint64_t write_lsn;                 // (its cookie's, or the write's)
+    ConsistencyHold *hold;              // a write's response held for its LSN
 };
 
 // Small helpers the shell's files share.
@@ -221,12 +271,17 @@ ngx_table_elt_t *push_header(ngx_http_request_t *r, std::string_view name,
 
 // ngx_fly_conf.cpp: directive handlers, create/merge conf
 extern ngx_command_t commands[];
+// A NUL-terminated copy of `in` in the pool (out.len excludes the NUL).
+bool to_ngx(ngx_pool_t *pool, std::string_view in, ngx_str_t &out);
 void *create_main_conf(ngx_conf_t *cf);
 char *init_main_conf(ngx_conf_t *cf, void *conf);
 void *create_loc_conf(ngx_conf_t *cf);
 char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child);
 
 void resolve_at_load(ngx_conf_t *cf, RedisConf &rc);
+// The same for any host: `what` names it in the warning ("regional Redis").
+void resolve_at_load(ngx_conf_t *cf, const ngx_str_t &host, in_port_t port,
+                     ngx_addr_t *&addrs, ngx_uint_t &naddrs, const char *what);
 // For directive handlers: records where the first directive that needs
 // something was written (for a later error), and reads METHOD ... into
 // core::Method bits (`allowed` limits them; with `names`, any other
@@ -251,17 +306,42 @@ char *set_replay_forward(ngx_conf_t *cf, ngx_command_t *cmd,
 void init_replay_conf(LocConf *lcf);
 char *merge_replay_conf(ngx_conf_t *cf, LocConf *prev, LocConf *conf);
 
+// ngx_fly_conf_pg.cpp: fly_postgres*, fly_consistency*, fly_replica_max_lag
+// (the command table is in ngx_fly_conf.cpp)
+bool check_conninfo(ngx_conf_t *cf, ngx_command_t *cmd, std::string_view v);
+char *set_consistency(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept;
+char *set_replica_max_lag(ngx_conf_t *cf, ngx_command_t *cmd,
+                          void *conf) noexcept;
+void init_pg_main_conf(MainConf *mcf);
+char *setup_pg_conf(ngx_conf_t *cf, MainConf *mcf);  // from init_main_conf
+void resolve_pg_at_load(ngx_conf_t *cf, MainConf *mcf);
+void init_consistency_conf(LocConf *lcf);
+char *merge_consistency_conf(ngx_conf_t *cf, LocConf *prev, LocConf *conf);
+
 // ngx_fly_variables.cpp
 ngx_int_t add_variables(ngx_conf_t *cf);
 
 // ngx_fly_replay.cpp
 ngx_int_t replay_init(ngx_conf_t *cf);          // postconfiguration part
+// The value of cookie `name` in the request (the first), if it has one.
+bool request_cookie(ngx_http_request_t *r, std::string_view name,
+                    std::string_view &value);
+// Is the request a write: its method in fly_replay_methods, or a
+// fly_replay_when value set?
+bool replay_write(ngx_http_request_t *r, const LocConf *lcf);
 // merge_loc_conf: `conf` forwards through fly_replay_forward; its server
 // must have that named location (replay_init checks); false on no memory.
 bool remember_forward_use(ngx_conf_t *cf, const LocConf *conf);
 
 // ngx_fly_cache_lookup.cpp
 ngx_int_t cache_init(ngx_conf_t *cf);           // postconfiguration part
+
+// ngx_fly_consistency.cpp (see ngx_fly_consistency.hpp)
+// Postconfiguration: the filter that clears fly-lsn (below the cache's
+// fill filter, which must not see it), then, once the cache's filters are
+// in, the ones that hold a write's response for its LSN (above them).
+ngx_int_t consistency_clear_init(ngx_conf_t *cf);
+ngx_int_t consistency_hold_init(ngx_conf_t *cf);
 
 // ngx_fly_purge.cpp: fly_cache_purge (parsed and merged with the purge
 // code it configures).

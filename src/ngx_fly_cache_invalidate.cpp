@@ -8,6 +8,7 @@
 // are also written to the region's own Redis when it is another, so the
 // region sees them at once.
 #include "ngx_fly_cache.hpp"
+#include "ngx_fly_consistency.hpp"
 #include "ngx_fly_metrics.hpp"
 #include "ngx_fly_redis.hpp"
 #include "core/cache_tags.hpp"
@@ -200,7 +201,8 @@ ScriptCall *send_invalidation(ngx_http_request_t *r, LocConf *lcf,
         return nullptr;
     }
     core::Tombstone ts;
-    ts.time_ms = now_ms();      // issue 9: the primary's WAL position too
+    ts.time_ms = now_ms();
+    ts.has_lsn = write_position(r, &ts.lsn);    // issue 9
     std::string tomb = core::encode_tombstone(ts);
     std::string px = std::to_string(
         core::tombstone_ttl_ms(static_cast<int64_t>(lcf->cache_fence)));

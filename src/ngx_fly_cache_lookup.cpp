@@ -9,6 +9,7 @@
 // forbid (core/tombstone.hpp).  The same-location purge is dispatched
 // from here (ngx_fly_purge.cpp).  The fill side is ngx_fly_cache_fill.cpp.
 #include "ngx_fly_cache.hpp"
+#include "ngx_fly_consistency.hpp"
 #include "ngx_fly_redis.hpp"
 #include "core/cache_entry.hpp"
 #include "core/cache_tags.hpp"
@@ -756,6 +757,7 @@ ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
     // replica position sampled now goes into cc->fence too)
     cc->fence.lookup_ms = now_ms();
     cc->fence.fence_ms = static_cast<int64_t>(lcf->cache_fence);
+    cc->fence.has_lsn = replica_lsn(r, &cc->fence.replica_lsn);
     cc->lookup_msec = ngx_current_msec;
 
     ngx_str_t key;
@@ -774,8 +776,10 @@ ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
         return NGX_DECLINED;
     }
 
-    if (lcf->cache_bypass != nullptr
-        && ngx_http_test_predicates(r, lcf->cache_bypass) == NGX_DECLINED)
+    // (ctx->lsn_skip_cache: a fly-lsn just passed, ngx_fly_consistency.cpp)
+    if (ctx->lsn_skip_cache
+        || (lcf->cache_bypass != nullptr
+            && ngx_http_test_predicates(r, lcf->cache_bypass) == NGX_DECLINED))
     {
         // Not read, but still refreshed: the fill needs the epoch of
         // before the app is asked.

@@ -45,9 +45,13 @@ if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 1 end
 local r = redis.call('GET', KEYS[2])
 if r then
   local ok = #r == 38 and string.sub(r, 1, 5) == 'FLYT1'
-  ok = ok and (le(string.sub(r, 7, 22), ARGV[2])
-               or (ARGV[3] ~= '' and string.sub(r, 6, 6) == '1'
-                   and le(string.sub(r, 23, 38), ARGV[3])))
+  if ok then
+    if ARGV[3] ~= '' and string.sub(r, 6, 6) == '1' then
+      ok = le(string.sub(r, 23, 38), ARGV[3])
+    else
+      ok = le(string.sub(r, 7, 22), ARGV[2])
+    end
+  end
   if not ok then return 2 end
 end
 redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[4])

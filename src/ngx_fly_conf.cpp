@@ -15,9 +15,7 @@
 
 namespace fly {
 
-namespace {
-
-bool to_ngx(ngx_pool_t *pool, const std::string &in, ngx_str_t &out)
+bool to_ngx(ngx_pool_t *pool, std::string_view in, ngx_str_t &out)
 {
     out.len = in.size();
     out.data = static_cast<u_char *>(ngx_pnalloc(pool, in.size() + 1));
@@ -28,6 +26,8 @@ bool to_ngx(ngx_pool_t *pool, const std::string &in, ngx_str_t &out)
     out.data[in.size()] = '\0';
     return true;
 }
+
+namespace {
 
 const char *env_lookup(const std::string &name)
 {
@@ -177,6 +177,14 @@ char *set_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
                            "\"%V\": invalid Redis URL: %s", &cmd->name,
                            err.c_str());
         return false;
+    });
+}
+
+// fly_postgres CONNINFO; fly_postgres_primary CONNINFO;
+char *set_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
+{
+    return set_expanded(cf, cmd, conf, [&](std::string_view v) {
+        return check_conninfo(cf, cmd, v);
     });
 }
 
@@ -414,6 +422,15 @@ ngx_command_t commands[] = {
     {ngx_string("fly_redis_timeout"), kHttpMain | NGX_CONF_TAKE1,
      ngx_conf_set_msec_slot, FLY_MAIN(redis_timeout), nullptr},
 
+    {ngx_string("fly_postgres"), kHttpMain | NGX_CONF_TAKE1, set_postgres,
+     FLY_MAIN(pg_template), nullptr},
+    {ngx_string("fly_postgres_primary"), kHttpMain | NGX_CONF_TAKE1,
+     set_postgres, FLY_MAIN(pg_primary_template), nullptr},
+    {ngx_string("fly_postgres_connect_timeout"), kHttpMain | NGX_CONF_TAKE1,
+     ngx_conf_set_msec_slot, FLY_MAIN(pg_connect_timeout), nullptr},
+    {ngx_string("fly_postgres_timeout"), kHttpMain | NGX_CONF_TAKE1,
+     ngx_conf_set_msec_slot, FLY_MAIN(pg_timeout), nullptr},
+
     {ngx_string("fly_replay"), kAnyLevel | NGX_CONF_TAKE1, set_replay,
      FLY_LOC(replay), nullptr},
     {ngx_string("fly_replay_methods"), kAnyLevel | NGX_CONF_1MORE,
@@ -480,6 +497,12 @@ ngx_command_t commands[] = {
     {ngx_string("fly_cache_purge_on_write"), kAnyLevel | NGX_CONF_2MORE,
      set_cache_purge_on_write, FLY_LOC(cache_purge_on_write), nullptr},
 
+    {ngx_string("fly_consistency"), kAnyLevel | NGX_CONF_TAKE1,
+     set_consistency, FLY_LOC(consistency), nullptr},
+    {ngx_string("fly_consistency_wait"), kAnyLevel | NGX_CONF_TAKE1,
+     ngx_conf_set_msec_slot, FLY_LOC(consistency_wait), nullptr},
+    {ngx_string("fly_replica_max_lag"), kAnyLevel | NGX_CONF_TAKE1,
+     set_replica_max_lag, FLY_LOC(replica_max_lag), nullptr},
     {ngx_string("fly_status"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
      metrics::set_status, 0, 0, nullptr},
 
@@ -495,6 +518,7 @@ void *create_main_conf(ngx_conf_t *cf)
     mcf->is_primary = NGX_CONF_UNSET;
     mcf->redis_connect_timeout = NGX_CONF_UNSET_MSEC;
     mcf->redis_timeout = NGX_CONF_UNSET_MSEC;
+    init_pg_main_conf(mcf);
     return mcf;
 }
 
@@ -548,26 +572,39 @@ bool setup_redis(ngx_conf_t *cf, const ngx_str_t &tmpl,
 // Without a `resolver`, host names are resolved once when the
 // configuration is loaded (in the master), as nginx does for proxy_pass;
 // literals need nothing.
-void resolve_at_load(ngx_conf_t *cf, RedisConf &rc)
+void resolve_at_load(ngx_conf_t *cf, const ngx_str_t &host, in_port_t port,
+                     ngx_addr_t *&addrs, ngx_uint_t &naddrs, const char *what)
 {
-    if (rc.host.len == 0
-        || ngx_inet_addr(rc.host.data, rc.host.len) != INADDR_NONE)
-    {
+    if (host.len == 0 || ngx_inet_addr(host.data, host.len) != INADDR_NONE) {
         return;
     }
+#if (NGX_HAVE_INET6)
+    u_char a6[16];
+    if (ngx_inet6_addr(host.data, host.len, a6) == NGX_OK) {
+        return;
+    }
+#endif
     ngx_url_t u;
     ngx_memzero(&u, sizeof(ngx_url_t));
-    u.host = rc.host;
-    u.port = rc.port;
+    u.host = host;
+    u.port = port;
     if (ngx_inet_resolve_host(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
         ngx_log_error(NGX_LOG_WARN, cf->log, 0,
-                      "fly_edge: %s Redis host \"%V\" not found; set "
+                      "fly_edge: %s host \"%V\" not found; set "
                       "\"resolver\" to resolve it at run time",
-                      rc.name, &rc.host);
+                      what, &host);
         return;
     }
-    rc.addrs = u.addrs;
-    rc.naddrs = u.naddrs;
+    addrs = u.addrs;
+    naddrs = u.naddrs;
+}
+
+void resolve_at_load(ngx_conf_t *cf, RedisConf &rc)
+{
+    char what[32];
+    ngx_snprintf(reinterpret_cast<u_char *>(what), sizeof(what), "%s Redis%Z",
+                 rc.name ? rc.name : "");
+    resolve_at_load(cf, rc.host, rc.port, rc.addrs, rc.naddrs, what);
 }
 
 namespace {
@@ -613,6 +650,10 @@ char *init_main_conf(ngx_conf_t *cf, void *conf)
 
         ngx_conf_init_msec_value(mcf->redis_connect_timeout, 200);
         ngx_conf_init_msec_value(mcf->redis_timeout, 100);
+
+        if (setup_pg_conf(cf, mcf) != NGX_CONF_OK) {
+            return static_cast<char *>(NGX_CONF_ERROR);
+        }
 
         if (mcf->redis_template.len == 0) {
             if (mcf->need_redis_line) {
@@ -674,6 +715,7 @@ void *create_loc_conf(ngx_conf_t *cf)
     // cache_control_header, cache_tags_header (null data = unset),
     // cache_purge (nullptr = unset).
     init_replay_conf(lcf);
+    init_consistency_conf(lcf);
 
     lcf->cache = NGX_CONF_UNSET;
     lcf->cache_methods = NGX_CONF_UNSET_UINT;
@@ -699,7 +741,9 @@ char *merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     auto *prev = static_cast<LocConf *>(parent);
     auto *conf = static_cast<LocConf *>(child);
 
-    if (merge_replay_conf(cf, prev, conf) != NGX_CONF_OK) {
+    if (merge_replay_conf(cf, prev, conf) != NGX_CONF_OK
+        || merge_consistency_conf(cf, prev, conf) != NGX_CONF_OK)
+    {
         return static_cast<char *>(NGX_CONF_ERROR);
     }
 

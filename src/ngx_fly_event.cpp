@@ -605,6 +605,25 @@ bool LibSocket::drained_by_short_read() const noexcept
     return false;
 }
 
+bool LibSocket::has_input() const noexcept
+{
+    if (c_ == nullptr) {
+        return false;
+    }
+    char byte;
+    for (;;) {
+        ssize_t n = recv(c_->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n >= 0) {
+            return true;            // a byte, or the end of the stream
+        }
+        ngx_err_t err = ngx_socket_errno;
+        if (err == NGX_EINTR) {
+            continue;
+        }
+        return err != NGX_EAGAIN;   // an error is for the library to see
+    }
+}
+
 void LibSocket::on_read_event(ngx_event_t *ev) noexcept
 {
     auto *c = static_cast<ngx_connection_t *>(ev->data);

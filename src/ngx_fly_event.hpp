@@ -1,5 +1,5 @@
 // fly-edge nginx shell: the event glue that the asynchronous clients share
-// (the Redis client; the PostgreSQL client next):
+// (the Redis client, the PostgreSQL client):
 //   Event      a timer and/or posted event (call<&C::m> makes its handler)
 //   Backoff    reconnect delays, 50 ms doubling up to 5 s
 //   Peer       where the peer is: address literals, names through nginx's
@@ -29,12 +29,13 @@
 //     connections (graceful shutdown): call Link::shut_down() then;
 //   - before the library closes the fd (hiredis's cleanup hook, PQfinish),
 //     call release(): the nginx connection goes, the fd is not touched.
-// For libpq, Link::Driver::link_open() would call PQconnectStartParams()
-// with hostaddr=PeerAddress::text and the port, PQsetnonblocking() and
-// track(PQsocket()); its read and write handlers PQconnectPoll() (again at
-// CONNECTION_MADE when edge-triggered), track(PQsocket()) and want_write()
-// by the poll status, then Link::ready() at PGRES_POLLING_OK;
-// link_close() releases the socket, calls PQfinish() and returns true.
+// For libpq (ngx_fly_pg.cpp), Link::Driver::link_open() calls
+// PQconnectStartParams() with hostaddr=PeerAddress::text and the port,
+// PQsetnonblocking() and track(PQsocket()); its read and write handlers
+// PQconnectPoll() (again at CONNECTION_MADE, and while has_input(), when
+// edge-triggered), track(PQsocket()) and want_write() by the poll status,
+// then Link::ready() at PGRES_POLLING_OK; link_close() releases the
+// socket, calls PQfinish() and returns true.
 #pragma once
 
 #include "ngx_fly.hpp"
@@ -329,6 +330,12 @@ public:
     // After a read that got less than it asked for: is the socket known to
     // be empty, so that the next read can wait for the next event?
     bool drained_by_short_read() const noexcept;
+    // Is there something to read (bytes, end of stream or an error) now?
+    // For a library that reads by itself, less than there may be (libpq's
+    // PQconsumeInput() and PQconnectPoll() read once): edge-triggered,
+    // it must be called again while this holds, or it waits for an event
+    // that does not come.  A peek; never blocks.
+    bool has_input() const noexcept;
 
 private:
     static void on_read_event(ngx_event_t *ev) noexcept;

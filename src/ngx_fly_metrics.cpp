@@ -48,7 +48,7 @@ static_assert(kCacheStatusCount <= core::kMetricCacheStatuses,
 
 // fly-replay states (the last slot: any other)
 constexpr std::string_view kReplayStates[] = {
-    "always", "method", "when", "sticky", "captured",
+    "always", "method", "when", "sticky", "captured", "lsn", "lag",
 };
 constexpr size_t kOtherState = core::kMetricReplayStates - 1;
 static_assert(sizeof(kReplayStates) / sizeof(kReplayStates[0]) < kOtherState,

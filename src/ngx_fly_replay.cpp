@@ -9,12 +9,33 @@
 // fly_replay_on_status by a replay (the body filter then drops the
 // app's body, which the upstream still reads to its end).
 #include "ngx_fly.hpp"
+#include "ngx_fly_consistency.hpp"
 #include "core/http_text.hpp"
 
 #include <exception>
 #include <string>
 
 namespace fly {
+
+bool request_cookie(ngx_http_request_t *r, std::string_view name,
+                    std::string_view &value)
+{
+#if defined(nginx_version) && nginx_version >= 1023000
+    for (ngx_table_elt_t *h = r->headers_in.cookie; h; h = h->next) {
+        if (core::find_cookie(view(h->value), name, value)) {
+            return true;
+        }
+    }
+#else
+    auto **hs = static_cast<ngx_table_elt_t **>(r->headers_in.cookies.elts);
+    for (ngx_uint_t i = 0; i < r->headers_in.cookies.nelts; i++) {
+        if (core::find_cookie(view(hs[i]->value), name, value)) {
+            return true;
+        }
+    }
+#endif
+    return false;
+}
 
 namespace {
 
@@ -40,19 +61,7 @@ bool is_replay_method(ngx_http_request_t *r, const LocConf *lcf)
 bool sticky_live(ngx_http_request_t *r, bool log)
 {
     std::string_view value;
-    bool found = false;
-#if defined(nginx_version) && nginx_version >= 1023000
-    for (ngx_table_elt_t *h = r->headers_in.cookie; h && !found; h = h->next) {
-        found = core::find_cookie(view(h->value), core::kStickyCookie, value);
-    }
-#else
-    auto **hs = static_cast<ngx_table_elt_t **>(r->headers_in.cookies.elts);
-    for (ngx_uint_t i = 0; i < r->headers_in.cookies.nelts && !found; i++) {
-        found = core::find_cookie(view(hs[i]->value), core::kStickyCookie,
-                                  value);
-    }
-#endif
-    if (!found) {
+    if (!request_cookie(r, core::kStickyCookie, value)) {
         return false;
     }
     int64_t until;
@@ -208,12 +217,44 @@ ngx_int_t send_replay(ngx_http_request_t *r, MainConf *mcf, LocConf *lcf,
     return ngx_http_send_header(r);
 }
 
+// Read your writes (ngx_fly_consistency.cpp) for a request that is not
+// replayed for its own sake: served here, parked, or replayed with
+// state=lsn / state=lag.
+ngx_int_t consistency(ngx_http_request_t *r, MainConf *mcf, LocConf *lcf,
+                      bool can_replay)
+{
+    std::string_view state;
+    ngx_int_t rc = consistency_phase(r, can_replay, &state);
+    if (rc != NGX_OK) {
+        return rc;                       // NGX_DECLINED or NGX_DONE
+    }
+    RequestCtx *ctx = create_ctx(r);
+    if (ctx == nullptr) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ctx->replay_action = ReplayAction::replay;
+    return send_replay(r, mcf, lcf, ctx, state);
+}
+
 ngx_int_t handle(ngx_http_request_t *r)
 {
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
     LocConf *lcf = loc_conf(r);
-    if (lcf->replay == static_cast<ngx_uint_t>(core::ReplayMode::off)
-        || r != r->main)
-    {
+    MainConf *mcf = main_conf(r);
+    bool replay = lcf->replay != static_cast<ngx_uint_t>(core::ReplayMode::off);
+    bool consistent =
+        mcf->consistency != nullptr
+        && (lcf->consistency != static_cast<ngx_uint_t>(core::ConsistencyMode::off)
+            || lcf->replica_max_lag >= 0);
+    if (!replay && !consistent) {
+        return NGX_DECLINED;
+    }
+    if (mcf->is_primary == 1) {
+        if (consistent) {
+            consistency_primary_phase(r);
+        }
         return NGX_DECLINED;
     }
 
@@ -221,18 +262,21 @@ ngx_int_t handle(ngx_http_request_t *r)
     if (ctx != nullptr && ctx->replay_action == ReplayAction::forward) {
         return NGX_DECLINED;  // already on its way through the forward location
     }
-
-    MainConf *mcf = main_conf(r);
-    if (mcf->is_primary == 1) {
-        return NGX_DECLINED;
+    if (ctx != nullptr && ctx->consistency != 0) {
+        return consistency(r, mcf, lcf, false);  // decided, or parked
     }
+
     core::ReplayInput in;
     core::ReplaySrc parsed;
     request_facts(r, lcf, mcf, in, parsed, true);
 
-    core::ReplayDecision d = core::decide_replay(in);
+    core::ReplayDecision d;
+    if (replay) {
+        d = core::decide_replay(in);
+    }
     if (d.action == ReplayAction::pass) {
-        return NGX_DECLINED;
+        return consistent ? consistency(r, mcf, lcf, core::replay_possible(in))
+                          : NGX_DECLINED;
     }
 
     if (ctx == nullptr) {
@@ -534,6 +578,15 @@ ngx_int_t header_filter(ngx_http_request_t *r) noexcept
     }
     return next_header_filter(r);
 }
+
+}  // namespace
+
+bool replay_write(ngx_http_request_t *r, const LocConf *lcf)
+{
+    return is_replay_method(r, lcf) || any_value(r, lcf->replay_when);
+}
+
+namespace {
 
 // A location where fly_replay_forward applies: the server it is in (the
 // one whose named locations ngx_http_named_location() searches) and

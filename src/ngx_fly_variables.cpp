@@ -1,5 +1,6 @@
 // fly-edge nginx shell: the $fly_* variables.
 #include "ngx_fly.hpp"
+#include "ngx_fly_consistency.hpp"
 
 namespace fly {
 
@@ -7,7 +8,29 @@ namespace {
 
 enum VarId : uintptr_t {
     kRegion, kPrimaryRegion, kIsPrimary, kReplay, kCacheStatus, kCacheTier,
+    kReplicaLsn, kReplicaLag, kWriteLsn,
 };
+
+// An LSN or a number in the request's pool; empty (not found) on no memory.
+ngx_int_t set_lsn(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+                  bool known, uint64_t lsn)
+{
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->len = 0;
+    v->data = nullptr;
+    if (!known) {
+        return NGX_OK;
+    }
+    auto *p = static_cast<u_char *>(ngx_pnalloc(r->pool, core::kLsnTextMax));
+    if (p == nullptr) {
+        return NGX_ERROR;
+    }
+    v->len = core::format_lsn(lsn, reinterpret_cast<char *>(p));
+    v->data = p;
+    return NGX_OK;
+}
 
 void set_value(ngx_http_variable_value_t *v, const u_char *data, size_t len)
 {
@@ -33,6 +56,32 @@ ngx_int_t get_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     case kIsPrimary:
         set_value(v, reinterpret_cast<const u_char *>(mcf->is_primary == 1 ? "1" : "0"), 1);
         return NGX_OK;
+    case kReplicaLsn: {
+        uint64_t lsn = 0;
+        bool known = replica_lsn(r, &lsn);
+        return set_lsn(r, v, known, lsn);
+    }
+    case kReplicaLag: {
+        int64_t ms = 0;
+        v->valid = 1;
+        v->no_cacheable = 1;
+        v->not_found = 0;
+        v->len = 0;
+        if (replica_lag(r, &ms)) {
+            auto *p = static_cast<u_char *>(ngx_pnalloc(r->pool, NGX_INT64_LEN));
+            if (p == nullptr) {
+                return NGX_ERROR;
+            }
+            v->len = ngx_sprintf(p, "%L", ms) - p;
+            v->data = p;
+        }
+        return NGX_OK;
+    }
+    case kWriteLsn: {
+        RequestCtx *ctx = get_ctx(r);
+        return set_lsn(r, v, ctx != nullptr && ctx->has_write_lsn,
+                       ctx != nullptr ? ctx->write_lsn : 0);
+    }
     default:
         break;
     }
@@ -62,6 +111,9 @@ VarDef vars[] = {
     {ngx_string("fly_is_primary"), kIsPrimary, 0},
     {ngx_string("fly_replay"), kReplay, NGX_HTTP_VAR_NOCACHEABLE},
     {ngx_string("fly_cache_status"), kCacheStatus, NGX_HTTP_VAR_NOCACHEABLE},
+    {ngx_string("fly_replica_lsn"), kReplicaLsn, NGX_HTTP_VAR_NOCACHEABLE},
+    {ngx_string("fly_replica_lag"), kReplicaLag, NGX_HTTP_VAR_NOCACHEABLE},
+    {ngx_string("fly_write_lsn"), kWriteLsn, NGX_HTTP_VAR_NOCACHEABLE},
     {ngx_string("fly_cache_tier"), kCacheTier, NGX_HTTP_VAR_NOCACHEABLE},
 };
 

@@ -1,6 +1,7 @@
 // fly-edge: the module definition, worker start and stop, and the
 // per-request context every part of the shell shares.
 #include "ngx_fly.hpp"
+#include "ngx_fly_consistency.hpp"
 #include "ngx_fly_near.hpp"
 #include "ngx_fly_metrics.hpp"
 #include "ngx_fly_redis.hpp"
@@ -18,7 +19,11 @@ ngx_int_t preconfiguration(ngx_conf_t *cf) noexcept
 
 ngx_int_t postconfiguration(ngx_conf_t *cf) noexcept
 {
-    if (replay_init(cf) != NGX_OK || cache_init(cf) != NGX_OK
+    // Filters run in the reverse order of their installation: the hold of
+    // a write's answer (its LSN) before the cache's invalidation, the
+    // cache's fill filter before the one that clears fly-lsn.
+    if (replay_init(cf) != NGX_OK || consistency_clear_init(cf) != NGX_OK
+        || cache_init(cf) != NGX_OK || consistency_hold_init(cf) != NGX_OK
         || metrics::init(cf) != NGX_OK)
     {
         return NGX_ERROR;
@@ -39,6 +44,7 @@ ngx_int_t postconfiguration(ngx_conf_t *cf) noexcept
     } else {
         resolve_at_load(cf, mcf->redis);
         resolve_at_load(cf, mcf->redis_primary);
+        resolve_pg_at_load(cf, mcf);
     }
     return NGX_OK;
 }
@@ -66,7 +72,13 @@ ngx_int_t init_process(ngx_cycle_t *cycle) noexcept
     auto *mcf = static_cast<MainConf *>(
         ngx_http_cycle_get_module_main_conf(cycle, ngx_http_fly_edge_module));
 
-    if (mcf == nullptr || mcf->redis.host.len == 0) {
+    if (mcf == nullptr) {
+        return NGX_OK;
+    }
+    if (consistency_init_process(cycle, mcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+    if (mcf->redis.host.len == 0) {
         return NGX_OK;
     }
 
@@ -99,6 +111,7 @@ void exit_process(ngx_cycle_t *cycle) noexcept
         return;
     }
     near_exit_process();     // it watches the regional client
+    consistency_exit_process(mcf);
     if (mcf->redis_primary_client != mcf->redis_client) {
         delete mcf->redis_primary_client;
     }

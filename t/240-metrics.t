@@ -105,13 +105,13 @@ is_deeply($p->{errors}, [], 'it parses strictly') or diag($res->{content});
 is_deeply([sort @{$p->{order}}], [sort @main::FAMILIES], 'the families');
 is($p->{families}{fly_edge_redis_round_trip_seconds}{type}, 'histogram', 'the round trip is a histogram');
 is($p->{families}{$_}{type}, 'counter', "$_ is a counter") for grep { /_total$/ } @main::FAMILIES;
-for my $s (qw(HIT MISS BYPASS EXPIRED ERROR STALE UPDATING)) {
+for my $s (qw(HIT MISS BYPASS EXPIRED ERROR STALE UPDATING REVALIDATED)) {
     ok(exists $p->{series}{series_key('fly_edge_cache_requests_total', { location => '/cached/', status => $s })},
        "a series for status $s of location /cached/");
 }
 ok(exists $p->{series}{series_key('fly_edge_cache_requests_total', { location => '_other', status => 'HIT' })}, 'and for _other');
 ok(!grep({ /location="\/fwd\/"/ } keys %{$p->{series}}), 'no series for a location without fly_cache');
-for my $st (qw(always method when sticky captured other)) {
+for my $st (qw(always method when sticky captured lsn lag other)) {
     ok(exists $p->{series}{series_key('fly_edge_replays_total', { state => $st })}, "replays with state=$st");
 }
 my $atl = '127.0.0.1:' . $t->redis_port('atl');

@@ -35,7 +35,7 @@ enum class MetricDim : uint8_t {
 
 constexpr size_t kMetricLocations = 128;
 constexpr size_t kMetricCacheStatuses = 16;
-constexpr size_t kMetricReplayStates = 8;
+constexpr size_t kMetricReplayStates = 10;
 constexpr size_t kMetricRefusals = 4;
 constexpr size_t kMetricEndpoints = 2;
 

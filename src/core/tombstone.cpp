@@ -90,10 +90,10 @@ std::string fence_record_key(std::string_view base_key)
 
 bool fence_allows(const Tombstone &t, const FillFence &f)
 {
-    if (t.time_ms <= f.lookup_ms - f.fence_ms) {
-        return true;
+    if (f.has_lsn && t.has_lsn) {
+        return t.lsn <= f.replica_lsn;
     }
-    return f.has_lsn && t.has_lsn && t.lsn <= f.replica_lsn;
+    return t.time_ms <= f.lookup_ms - f.fence_ms;
 }
 
 std::string fence_threshold_arg(const FillFence &f)

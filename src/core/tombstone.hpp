@@ -18,8 +18,11 @@
 //     fly_postgres, `fence` is the replication lag one is willing to
 //     assume); a lookup before the invalidation never passes, so a
 //     response rendered across an invalidation is never stored;
-//   - or (issue 9) the region's replica had replayed at least the
-//     tombstone's WAL position when the lookup was made.
+//   - (issue 9) when the tombstone holds the primary's WAL position and
+//     the region's replica position was sampled before the lookup: that
+//     position alone decides, the fill passes iff the replica had
+//     replayed at least the tombstone's (however long ago the
+//     invalidation was: a replica far behind must not store old pages).
 // The record outlives the tombstone's fence by kFenceGraceMs, and a fill
 // whose response took longer than that since its lookup is not stored:
 // whatever invalidation happened meanwhile is still on record.
@@ -78,9 +81,10 @@ bool fence_allows(const Tombstone &t, const FillFence &f);
 // The same decision in the fill script's terms: its two arguments, the
 // latest invalidation time the fill may pass (16 hex digits; negative
 // times clamp to 0, which passes nothing but time 0) and the replica LSN
-// (16 hex digits, or "" without one).  The script passes a record iff
-// record.time <= threshold, or the record has an LSN and record.lsn <=
-// replica LSN (strings of equal width compare as their numbers).
+// (16 hex digits, or "" without one).  The script passes a record iff,
+// when the record has an LSN and the replica LSN is given, record.lsn <=
+// replica LSN, else record.time <= threshold (strings of equal width
+// compare as their numbers).
 std::string fence_threshold_arg(const FillFence &f);
 std::string fence_lsn_arg(const FillFence &f);
 

@@ -118,9 +118,33 @@ void test_fence_with_lsn(void **)
     assert_false(fence_allows(t, f));
     f.replica_lsn = 0x5000;               // it had
     assert_true(fence_allows(t, f));
+    f.replica_lsn = UINT64_MAX;           // far past it (64 bits)
+    assert_true(fence_allows(t, f));
+    // past the time fence, the position still decides: a replica far
+    // behind stores nothing
+    f.lookup_ms = 1000000;
+    f.replica_lsn = 0x4fff;
+    assert_false(fence_allows(t, f));
+    f.replica_lsn = 0x5000;
+    assert_true(fence_allows(t, f));
+    // a lookup before the invalidation: its sample is older than the
+    // write, so below the tombstone's position
+    f.lookup_ms = 99000;
+    f.replica_lsn = 0x4000;
+    assert_false(fence_allows(t, f));
+    // no sample: the time rule
+    f.has_lsn = false;
+    f.lookup_ms = 1000000;
+    assert_true(fence_allows(t, f));
+    f.lookup_ms = 100500;
+    assert_false(fence_allows(t, f));
     // a tombstone without an LSN: the time rule only
+    f.has_lsn = true;
+    f.replica_lsn = UINT64_MAX;
     t.has_lsn = false;
     assert_false(fence_allows(t, f));
+    f.lookup_ms = 102000;
+    assert_true(fence_allows(t, f));
 }
 
 void test_script_args(void **)

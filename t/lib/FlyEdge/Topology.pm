@@ -336,7 +336,7 @@ sub _stop_procs {
     for my $name (@names) {
         my $p = $self->{procs}{$name} or next;
         next unless $self->_alive($name);
-        kill 'CONT', $p->{pid} if $p->{paused};
+        if ($p->{paused}) { $p->{pg_paused} ? _signal_pg('CONT', $p->{pid}) : kill 'CONT', $p->{pid} }
         kill $p->{sig}, $p->{pid};
         push @live, $p;
     }
@@ -540,6 +540,16 @@ sub heal {
             $self->start_redis($r);
             push @fixed, "redis-$r";
         }
+    }
+    if ($self->{want}{pg}) {
+        for my $w (qw(primary replica)) {
+            my $p = $self->{procs}{"pg-$w"};
+            if ($p && $p->{paused} && $self->_alive("pg-$w")) { $self->resume_pg($w); push @fixed, "pg-$w resumed" }
+            next if $self->_alive("pg-$w");
+            $self->start_pg($w);
+            push @fixed, "pg-$w";
+        }
+        if ($self->{pg_replay_paused}) { $self->resume_pg_replay; push @fixed, 'pg replay resumed' }
     }
     if ($self->{want}{app}) {
         for my $r (@regions) { next if $self->_alive("app-$r"); $self->start_app($r); push @fixed, "app-$r" }
@@ -804,6 +814,104 @@ sub wait_for_pg_replication {
     }, $timeout // scaled(10));
 }
 
+# ------------------------------------------------------------------ PostgreSQL faults
+
+# stop_pg('primary'|'replica'), start_pg(...), pause_pg(... [, $secs]) (SIGSTOP:
+# it accepts connections and never answers; SIGCONT after $secs, else at
+# resume_pg), resume_pg(...).  pause_pg_replay / resume_pg_replay: the
+# replica keeps receiving WAL but stops replaying it (pg_wal_replay_pause).
+# heal() undoes all of them.
+sub _pg_server {
+    my ($w) = @_;
+    croak "PostgreSQL server: 'primary' or 'replica'" unless ($w // '') =~ /^(?:primary|replica)$/;
+    return $w;
+}
+
+# Handles on a server that is stopped or paused would fail or hang.
+sub _forget_dbh {
+    my ($self, $which) = @_;
+    my @r = $which eq 'primary' ? ($self->{primary}) : $self->replica_regions;
+    for my $key (keys %{$self->{dbh} || {}}) {
+        my ($r) = split m{/}, $key;
+        next unless grep { $_ eq $r } @r;
+        my $h = delete $self->{dbh}{$key};
+        $h->{InactiveDestroy} = 1 if $h;    # no goodbye to a stopped server
+    }
+}
+
+sub stop_pg {
+    my ($self, $which) = @_;
+    _pg_server($which);
+    $self->_forget_dbh($which);
+    $self->_stop_procs("pg-$which");
+}
+
+sub start_pg {
+    my ($self, $which) = @_;
+    _pg_server($which);
+    croak "PostgreSQL $which already runs" if $self->_alive("pg-$which");
+    my $pgdir = "$self->{dir}/pg";
+    my $user = $self->_pg_user;
+    my $port = $which eq 'primary' ? $self->pg_primary_port : $self->pg_replica_port;
+    $self->_spawn("pg-$which", ($user ? (user => $user) : ()),
+        cmd => $self->_pg_cmdline("$pgdir/$which", $port),
+        log => "$pgdir/$which.log", sig => 'INT', pdeathsig => 3);
+    my @checks = (["PostgreSQL $which", "pg-$which", sub { $self->_pg_connect('postgres', $port) }]);
+    # a replica streams again once its primary runs (the primary's replica
+    # reconnects by itself within wal_retrieve_retry_interval, 5 s)
+    push @checks, $self->_pg_replica_check
+        if $self->_alive('pg-primary') && $self->_alive('pg-replica');
+    $self->_wait_all(30, @checks);
+}
+
+# The postmaster (no new connection gets an answer) and every process it
+# forked: a backend serving a connection made before would answer
+# otherwise (backends are process group leaders of their own).
+sub _signal_pg {
+    my ($sig, $postmaster) = @_;
+    if ($sig eq 'STOP') { kill 'STOP', $postmaster; kill 'STOP', _child_pids($postmaster) }
+    else                { kill 'CONT', _child_pids($postmaster); kill 'CONT', $postmaster }
+}
+
+sub pause_pg {
+    my ($self, $which, $secs) = @_;
+    _pg_server($which);
+    my $p = $self->{procs}{"pg-$which"} or croak "PostgreSQL $which does not run";
+    $self->_forget_dbh($which);
+    _signal_pg('STOP', $p->{pid});
+    $p->{paused} = 1;
+    $p->{pg_paused} = 1;
+    if (defined $secs) {
+        my $pid = fork() // croak "fork: $!";
+        if ($pid == 0) {
+            sleep $secs;
+            _signal_pg('CONT', $p->{pid});
+            POSIX::_exit(0);
+        }
+        $self->{procs}{"pause-pg-$which-$pid"} = { pid => $pid, name => "pause-pg-$which-$pid", sig => 'TERM', log => '/dev/null' };
+    }
+}
+
+sub resume_pg {
+    my ($self, $which) = @_;
+    _pg_server($which);
+    my $p = $self->{procs}{"pg-$which"} or croak "PostgreSQL $which does not run";
+    _signal_pg('CONT', $p->{pid});
+    $p->{paused} = $p->{pg_paused} = 0;
+}
+
+sub pause_pg_replay {
+    my ($self) = @_;
+    $self->dbh(($self->replica_regions)[0])->do('SELECT pg_wal_replay_pause()');
+    $self->{pg_replay_paused} = 1;
+}
+
+sub resume_pg_replay {
+    my ($self) = @_;
+    $self->dbh(($self->replica_regions)[0])->do('SELECT pg_wal_replay_resume()');
+    $self->{pg_replay_paused} = 0;
+}
+
 # ------------------------------------------------------------------ the demo app
 
 sub _spawn_app {
@@ -1000,11 +1108,16 @@ sub _nginx_gen_is {
 sub _worker_pids {
     my ($self, $r) = @_;
     my $master = $self->pid("nginx-$r") or return ();
+    return _child_pids($master);
+}
+
+sub _child_pids {
+    my ($parent) = @_;
     my @pids;
     for my $stat (glob '/proc/[0-9]*/stat') {
         my $s = _slurp($stat) // next;
         my ($pid, $ppid) = $s =~ /^(\d+) \(.*\) \S+ (\d+)/s or next;
-        push @pids, $pid if $ppid == $master;
+        push @pids, $pid if $ppid == $parent;
     }
     return @pids;
 }
@@ -1279,7 +1392,11 @@ sleeps), C<redis_asleep(R)> (true while it is inside DEBUG SLEEP).
 =item PostgreSQL
 
 C<dbh(R [, db])> (DBD::Pg, AutoCommit), C<wait_for_pg_replication([timeout])>,
-C<stop_pg_replica>, C<start_pg_replica> (waits until it streams again).
+C<stop_pg_replica>, C<start_pg_replica> (waits until it streams again),
+C<stop_pg(W)>, C<start_pg(W)>, C<pause_pg(W [, secs])> (SIGSTOP to the
+server and its backends; SIGCONT after secs), C<resume_pg(W)> for W C<primary> or C<replica>;
+C<pause_pg_replay>, C<resume_pg_replay> (the replica receives WAL but does
+not replay it: C<pg_wal_replay_pause()>).  heal() undoes each of them.
 
 =item nginx
 
