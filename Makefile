@@ -75,6 +75,7 @@ $(MODULE): $(NGX_BUILD)/.configured $(NGX_SRCS) $(CORE_SRCS) $(CORE_HDRS)
 # The core is compiled once for all unit tests (with the sanitizers), then
 # linked into each.
 UNIT_CORE_OBJS := $(patsubst src/core/%.cpp,$(BUILD)/unit/core/%.o,$(CORE_SRCS))
+.SECONDARY: $(UNIT_CORE_OBJS)
 
 $(BUILD)/unit/core/%.o: src/core/%.cpp $(CORE_HDRS)
 	@mkdir -p $(BUILD)/unit/core

@@ -1,6 +1,7 @@
 // fly-edge pure core: PostgreSQL connection settings (conninfo.hpp).
 #include "core/conninfo.hpp"
 #include "core/http_text.hpp"
+#include "core/url.hpp"
 
 #include <algorithm>
 
@@ -11,37 +12,6 @@ namespace {
 bool starts_with_nocase(std::string_view s, std::string_view prefix)
 {
     return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
-}
-
-int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
-std::string percent_decode(std::string_view s)
-{
-    std::string out;
-    for (size_t i = 0; i < s.size(); i++) {
-        int h, l;
-        if (s[i] == '%' && i + 2 < s.size()
-            && (h = hex_digit(s[i + 1])) >= 0 && (l = hex_digit(s[i + 2])) >= 0)
-        {
-            out.push_back(static_cast<char>(h * 16 + l));
-            i += 2;
-        } else {
-            out.push_back(s[i]);
-        }
-    }
-    return out;
 }
 
 // password=... values of a URI's query.
@@ -235,8 +205,8 @@ std::string redact_conninfo(std::string_view message, std::string_view conninfo)
 
     size_t n = secrets.size();
     for (size_t k = 0; k < n; k++) {
-        std::string d = percent_decode(secrets[k]);
-        if (d != secrets[k]) {
+        std::string d;
+        if (percent_decode(secrets[k], d) && d != secrets[k]) {
             secrets.push_back(d);
         }
     }

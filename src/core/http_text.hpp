@@ -11,6 +11,15 @@ constexpr bool is_ows(char c) { return c == ' ' || c == '\t'; }
 
 constexpr bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
+// The value of a hexadecimal digit (either case), -1 for any other byte.
+constexpr int hex_value(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
 constexpr char ascii_lower(char c)
 {
     return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;

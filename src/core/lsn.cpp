@@ -1,23 +1,10 @@
 // fly-edge pure core: WAL positions and the fly-lsn cookie (lsn.hpp).
 #include "core/lsn.hpp"
+#include "core/http_text.hpp"
 
 namespace fly::core {
 
 namespace {
-
-int hex_value(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
 
 // 1..8 hex digits.
 bool parse_half(std::string_view s, uint32_t &out)

@@ -1,5 +1,6 @@
 // fly-edge pure core: configuration value templates and Redis URLs.
 #include "core/url.hpp"
+#include "core/http_text.hpp"
 
 #include <arpa/inet.h>
 
@@ -10,7 +11,6 @@ namespace fly::core {
 namespace {
 
 bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
 bool is_env_name(std::string_view name)
 {
@@ -31,14 +31,6 @@ std::string quoted(std::string_view s)
     q.append(s);
     q += '"';
     return q;
-}
-
-int hex_value(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
 }
 
 // Parses one or more decimal digits into a value no greater than `max`.
