@@ -114,7 +114,7 @@ inline int64_t now_ms()
 // ngx_fly_cache_fill.cpp: installs the header and body filters.
 void cache_filters_init();
 
-// ---- ngx_fly_cache_lookup.cpp ----------------------------------------
+// ---- ngx_fly_cache_send.cpp ------------------------------------------
 
 // Sets r->headers_out (which must be clean) to the stored response `e`
 // as a HIT sends it, with status `s` in the status header: the request's
@@ -124,6 +124,13 @@ void cache_filters_init();
 ngx_int_t stored_response_headers(ngx_http_request_t *r,
                                   const core::EntryView &e, CacheStatus s,
                                   bool with_age, bool &not_modified);
+
+// Sends the stored response `e` as a HIT: the whole of it, a 304 or 412
+// when the request's preconditions say so, or (nginx's range filter) the
+// ranges asked for.  The body points into the entry's bytes, which must
+// outlive the response (cc->reply, freed by the request pool's cleanup).
+ngx_int_t send_hit(ngx_http_request_t *r, RequestCtx *ctx,
+                   const core::EntryView &e);
 
 // ---- ngx_fly_cache_stale.cpp -----------------------------------------
 
