@@ -268,6 +268,12 @@ u_char *pool_dup(ngx_pool_t *pool, std::string_view s);
 // Adds a response header (name and value must outlive the request).
 ngx_table_elt_t *push_header(ngx_http_request_t *r, std::string_view name,
                              std::string_view value);
+// Sends a complete response of `status` whose body is a pool copy of `body`
+// (content_type must outlive the request); returns what the content handler
+// returns.
+ngx_int_t send_small_response(ngx_http_request_t *r, ngx_uint_t status,
+                              std::string_view content_type,
+                              std::string_view body);
 
 // ngx_fly_conf.cpp: directive handlers, create/merge conf
 extern ngx_command_t commands[];

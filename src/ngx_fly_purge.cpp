@@ -59,30 +59,7 @@ void purge_cleanup(void *data) noexcept
 ngx_int_t send_json(ngx_http_request_t *r, ngx_uint_t status,
                     const std::string &body)
 {
-    u_char *p = pool_dup(r->pool, body);
-    if (p == nullptr) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = static_cast<off_t>(body.size());
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = nullptr;
-    ngx_int_t rc = ngx_http_send_header(r);
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-    ngx_buf_t *b = static_cast<ngx_buf_t *>(ngx_calloc_buf(r->pool));
-    if (b == nullptr) {
-        return NGX_ERROR;
-    }
-    b->pos = p;
-    b->last = p + body.size();
-    b->memory = 1;
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-    ngx_chain_t out = {b, nullptr};
-    return ngx_http_output_filter(r, &out);
+    return send_small_response(r, status, "application/json", body);
 }
 
 ngx_int_t answer(PurgeState *ps, redisReply *reply)

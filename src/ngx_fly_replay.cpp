@@ -83,29 +83,10 @@ ngx_int_t send_text(ngx_http_request_t *r, ngx_uint_t status,
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-    size_t len = ngx_strlen(text);
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = len;
-    ngx_str_set(&r->headers_out.content_type, "text/plain");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
     if (retry_after && push_header(r, "Retry-After", "1") == nullptr) {
         return NGX_ERROR;
     }
-    ngx_int_t rc = ngx_http_send_header(r);
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-    ngx_buf_t *b = static_cast<ngx_buf_t *>(ngx_calloc_buf(r->pool));
-    if (b == nullptr) {
-        return NGX_ERROR;
-    }
-    b->pos = reinterpret_cast<u_char *>(const_cast<char *>(text));
-    b->last = b->pos + len;
-    b->memory = 1;
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-    ngx_chain_t out = {b, nullptr};
-    return ngx_http_output_filter(r, &out);
+    return send_small_response(r, status, "text/plain", text);
 }
 
 // Does any value of a fly_replay_bypass / fly_replay_when list hold?

@@ -229,6 +229,37 @@ ngx_table_elt_t *push_header(ngx_http_request_t *r, std::string_view name,
     return h;
 }
 
+ngx_int_t send_small_response(ngx_http_request_t *r, ngx_uint_t status,
+                              std::string_view content_type,
+                              std::string_view body)
+{
+    u_char *p = pool_dup(r->pool, body);
+    if (p == nullptr) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = static_cast<off_t>(body.size());
+    r->headers_out.content_type.len = content_type.size();
+    r->headers_out.content_type.data = (u_char *) content_type.data();
+    r->headers_out.content_type_len = content_type.size();
+    r->headers_out.content_type_lowcase = nullptr;
+    ngx_int_t rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+    ngx_buf_t *b = static_cast<ngx_buf_t *>(ngx_calloc_buf(r->pool));
+    if (b == nullptr) {
+        return NGX_ERROR;
+    }
+    b->pos = p;
+    b->last = p + body.size();
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+    ngx_chain_t out = {b, nullptr};
+    return ngx_http_output_filter(r, &out);
+}
+
 }  // namespace fly
 
 ngx_module_t ngx_http_fly_edge_module = {
