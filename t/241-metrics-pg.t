@@ -18,6 +18,7 @@ use Time::HiRes qw(time);
 our $BOUND = 2;
 our $LONG_MS = int(scaled($BOUND * 5) * 1000);     # a read that must not time out
 our $SHORT_MS = int(scaled(0.5) * 1000);           # a read that must
+our $PG_TIMEOUT_MS = int(scaled(1) * 1000);        # TEST 6: the primary paused
 
 our $CONF = <<"EOF";
 fly_replay on;
@@ -25,6 +26,8 @@ $PG_CONF
 fly_consistency lsn;
 fly_consistency_wait ${LONG_MS}ms;
 EOF
+
+our $CONF6 = $CONF . "fly_postgres_timeout ${PG_TIMEOUT_MS}ms;\n";
 
 our $LOCATIONS = <<"EOF";
 location / {
@@ -253,3 +256,22 @@ is(value($p, 'fly_edge_pg_position_poll_failures_total', $pri) - value($before, 
 $t->start_pg('replica');
 $p = main::settle('atl', sub { value($_[0], 'fly_edge_pg_replica_up', $reg) == 1 }, 30);
 is(value($p, 'fly_edge_pg_replica_up', $reg), 1, 'back: up');
+
+
+=== TEST 6: the primary paused: a held write answer gets no position within fly_postgres_timeout (no_position), and goes
+--- http_config eval: $::CONF6
+--- config eval: $::LOCATIONS
+--- test
+my $before = main::scrape('scl');
+my $d = sub { my ($p, $o) = @_; value($p, 'fly_edge_lsn_waits_total', main::wait_of('write', $o)) - value($before, 'fly_edge_lsn_waits_total', main::wait_of('write', $o)) };
+$t->pause_pg('primary');
+my @res = map { send_request(method => 'POST', path => '/echo', region => 'scl', direct => 1, body => 'w') } 1 .. 3;
+is(scalar(grep { $_->{status} == 200 } @res), 3, 'the writes are answered');
+ok(!grep({ ($_->{headers}{'set-cookie'} // '') =~ /fly-lsn=[^;]/ } @res), 'without the cookie');
+my $p = main::settle('scl', sub { $d->($_[0], 'no_position') >= 1 });
+$t->resume_pg('primary');
+cmp_ok($d->($p, 'no_position'), '>=', 1, 'held answers that got no position: ' . $d->($p, 'no_position'));
+is($d->($p, 'positioned'), 0, 'none got one');
+my $nc = main::wait_of('write', 'no_position');
+is(value($p, 'fly_edge_lsn_wait_seconds_count', $nc) - value($before, 'fly_edge_lsn_wait_seconds_count', $nc),
+   $d->($p, 'no_position'), 'each in the histogram');
