@@ -5,6 +5,7 @@
 // parked until the replica replays their fence, the filter that clears
 // the fly-lsn cookie, and what the $fly_replica_* variables read.
 #include "ngx_fly_consistency.hpp"
+#include "ngx_fly_metrics.hpp"
 #include "ngx_fly_pg.hpp"
 
 #include <exception>
@@ -112,9 +113,17 @@ struct ConsistencyWaiter {
     core::ConsistencyInput in;      // the request's part of the decision
     bool waited_out = false;
     bool queued = false;
+    bool decided = false;
+    ngx_msec_t since = ngx_current_msec;   // parked (for the metrics)
     Event deadline;                 // fly_consistency_wait (not cancelable)
 
-    ~ConsistencyWaiter() { unlink(); }
+    ~ConsistencyWaiter()
+    {
+        if (!decided) {
+            metrics::lsn_wait(metrics::LsnWait::read_abandoned, since);
+        }
+        unlink();
+    }
     void unlink()
     {
         if (queued) {
@@ -163,6 +172,8 @@ bool redecide(ConsistencyWaiter *w)
         return false;            // cannot be: it was made when parking
     }
     apply(w->r, ctx, d, w->in);
+    w->decided = true;
+    metrics::lsn_wait(metrics::read_wait(d.reason), w->since);
     return true;
 }
 
@@ -230,6 +241,7 @@ void WalSampler::on_tick() noexcept
         if (primary_q_ != nullptr) {
             return;
         }
+        metrics::pg_poll(1, false, 0);
     }
     ask_replica();
 }
@@ -238,8 +250,10 @@ void WalSampler::on_primary(void *data, const PgRow *row) noexcept
 {
     auto *s = static_cast<WalSampler *>(data);
     s->primary_q_ = nullptr;
-    uint64_t lsn;
-    if (row != nullptr && core::parse_lsn(row->col(0), lsn)) {
+    uint64_t lsn = 0;
+    bool ok = row != nullptr && core::parse_lsn(row->col(0), lsn);
+    metrics::pg_poll(1, ok, lsn);
+    if (ok) {
         s->lag_.primary_at(now_ms(), lsn);
     }
     s->ask_replica();
@@ -252,6 +266,7 @@ void WalSampler::ask_replica() noexcept
     }
     replica_q_ = regional_->query(kReplicaSql, on_replica, this);
     if (replica_q_ == nullptr) {
+        metrics::pg_poll(0, false, 0);
         reachable_ = false;      // down, or backing off
         failed_ = true;
         wake();
@@ -276,11 +291,15 @@ void WalSampler::on_replica(void *data, const PgRow *row) noexcept
             ok = true;
         }
     }
+    metrics::pg_poll(0, ok, lsn);
     if (ok) {
         s->known_ = true;
         s->reachable_ = true;
         s->lsn_ = lsn;
         s->lag_.replica_at(lsn);
+        if (s->primary_ != nullptr) {
+            metrics::pg_replica_lag(s->view().lag_ms, lsn);
+        }
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, s->log_, 0,
                        "fly consistency: replica at %s, lag %L ms",
                        core::lsn_text(lsn).c_str(), s->view().lag_ms);

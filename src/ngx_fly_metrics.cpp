@@ -1,6 +1,7 @@
 // fly-edge nginx shell: the metrics zone, the counting hooks and the
 // fly_status content handler (Prometheus text format 0.0.4).
 #include "ngx_fly_metrics.hpp"
+#include "ngx_fly_near.hpp"
 
 #include <cstring>
 #include <exception>
@@ -56,6 +57,26 @@ static_assert(sizeof(kReplayStates) / sizeof(kReplayStates[0]) < kOtherState,
 
 constexpr std::string_view kRefusals[] = {"loop", "too_large", "no_length"};
 
+// The waits on a WAL position, by metrics::LsnWait.
+struct LsnWaitName {
+    std::string_view wait, outcome;
+};
+constexpr LsnWaitName kLsnWaits[] = {
+    {"read", "caught_up"}, {"read", "timeout"}, {"read", "unreachable"},
+    {"read", "lagging"}, {"read", "sampled"}, {"read", "abandoned"},
+    {"write", "positioned"}, {"write", "no_position"}, {"write", "abandoned"},
+};
+static_assert(sizeof(kLsnWaits) / sizeof(kLsnWaits[0])
+                  == core::kMetricLsnWaits,
+              "a label for each LsnWait");
+
+static_assert(static_cast<size_t>(CacheTier::near) < core::kMetricCacheTiers,
+              "the tier dimension has a slot for each CacheTier");
+
+// The primary's position at this worker's last sample of it (for the
+// replica's lag in bytes).
+uint64_t g_primary_lsn;
+
 }  // namespace
 
 struct MetricsConf {
@@ -106,6 +127,18 @@ inline void add(MetricsShm *shm, size_t index, uint64_t n)
 {
     ngx_atomic_fetch_add(&values_of(shm)[index],
                          static_cast<ngx_atomic_int_t>(n));
+}
+
+// A gauge: the last value any worker measured (an aligned word store).
+inline void set(MetricsShm *shm, size_t index, uint64_t v)
+{
+    values_of(shm)[index] = static_cast<ngx_atomic_uint_t>(v);
+}
+
+void observe(MetricsShm *shm, size_t at, uint64_t us)
+{
+    add(shm, at + core::histogram_bucket(us), 1);
+    add(shm, at + core::kHistogramBuckets + 1, us);
 }
 
 // A slot for each location name: the one it had (a reload), else a new one
@@ -215,6 +248,13 @@ ngx_int_t log_handler(ngx_http_request_t *r) noexcept
                     static_cast<uint64_t>(body));
             }
         }
+        if (ctx->cache_status == CacheStatus::hit
+            && ctx->cache_tier != CacheTier::none)
+        {
+            add(shm, core::metric_index(Metric::cache_tier_hits, slot,
+                                        static_cast<size_t>(ctx->cache_tier)),
+                1);
+        }
     }
     if (ctx->replay_state.len > 0) {
         add(shm, core::metric_index(Metric::replays,
@@ -239,14 +279,14 @@ ngx_int_t log_handler(ngx_http_request_t *r) noexcept
     return NGX_OK;
 }
 
-std::string endpoint_label(const RedisConf &rc, const char *role)
+std::string endpoint_label(const ngx_str_t &h, in_port_t port,
+                           const char *role)
 {
-    std::string host(view(rc.host));
+    std::string host(view(h));
     if (host.find(':') != std::string::npos) {
         host = "[" + host + "]";
     }
-    return core::metric_label("endpoint",
-                              host + ":" + std::to_string(rc.port))
+    return core::metric_label("endpoint", host + ":" + std::to_string(port))
            + "," + core::metric_label("role", role);
 }
 
@@ -286,10 +326,35 @@ core::MetricLabels labels_of(MainConf *mcf, MetricsShm *shm)
     auto &ep = l.of(core::MetricDim::endpoint);
     ep.resize(core::kMetricEndpoints);
     if (mcf->redis.host.len > 0) {
-        ep[0] = endpoint_label(mcf->redis, "regional");
+        ep[0] = endpoint_label(mcf->redis.host, mcf->redis.port, "regional");
         if (mcf->redis_primary_client != mcf->redis_client) {
-            ep[1] = endpoint_label(mcf->redis_primary, "primary");
+            ep[1] = endpoint_label(mcf->redis_primary.host,
+                                   mcf->redis_primary.port, "primary");
         }
+    }
+    // PostgreSQL: the primary is asked apart only in a replica region
+    // (WalSampler), and then even when it is the same endpoint.
+    if (mcf->pg.host.len > 0) {
+        std::string regional = endpoint_label(mcf->pg.host, mcf->pg.port,
+                                              "regional");
+        l.of(core::MetricDim::pg_replica).push_back(regional);
+        auto &pe = l.of(core::MetricDim::pg_endpoint);
+        pe.push_back(regional);
+        if (mcf->is_primary != 1) {
+            pe.push_back(endpoint_label(mcf->pg_primary.host,
+                                        mcf->pg_primary.port, "primary"));
+        }
+    }
+    for (const LsnWaitName &w : kLsnWaits) {
+        l.of(core::MetricDim::lsn_wait).push_back(
+            core::metric_label("wait", w.wait) + ","
+            + core::metric_label("outcome", w.outcome));
+    }
+    auto &tier = l.of(core::MetricDim::cache_tier);
+    tier.resize(core::kMetricCacheTiers);
+    for (CacheTier t : {CacheTier::redis, CacheTier::near}) {
+        tier[static_cast<size_t>(t)] = core::metric_label("tier",
+                                                          cache_tier_name(t));
     }
     return l;
 }
@@ -314,6 +379,17 @@ ngx_int_t send_status(ngx_http_request_t *r)
     const ngx_atomic_t *shared = values_of(shm);
     for (size_t i = 0; i < count; i++) {
         values[i] = shared[i];
+    }
+    // The near cache keeps its own counts, in its zone (under its lock).
+    core::NearStats ns;
+    if (near_stats(&ns)) {
+        using core::Metric;
+        values[core::metric_index(Metric::near_inserts)] = ns.stored;
+        values[core::metric_index(Metric::near_evictions)] = ns.evicted;
+        values[core::metric_index(Metric::near_invalidations)] = ns.invalidated;
+        values[core::metric_index(Metric::near_store_failures)] = ns.no_memory;
+        values[core::metric_index(Metric::near_entries)] = ns.entries;
+        values[core::metric_index(Metric::near_used_bytes)] = ns.bytes;
     }
     std::string text;
     text.reserve(16384);
@@ -470,10 +546,66 @@ void redis(size_t endpoint, RedisEvent e) noexcept
 void redis_round_trip(size_t endpoint, uint64_t us) noexcept
 {
     if (MetricsShm *shm = shm_of_cycle()) {
-        size_t at = core::metric_index(core::Metric::redis_round_trip,
-                                       endpoint);
-        add(shm, at + core::histogram_bucket(us), 1);
-        add(shm, at + core::kHistogramBuckets + 1, us);
+        observe(shm, core::metric_index(core::Metric::redis_round_trip,
+                                        endpoint), us);
+    }
+}
+
+void pg_poll(size_t endpoint, bool ok, uint64_t lsn) noexcept
+{
+    MetricsShm *shm = shm_of_cycle();
+    if (shm == nullptr) {
+        return;
+    }
+    add(shm, core::metric_index(core::Metric::pg_polls, endpoint), 1);
+    if (!ok) {
+        add(shm, core::metric_index(core::Metric::pg_poll_failures, endpoint),
+            1);
+    }
+    if (endpoint == 0) {
+        set(shm, core::metric_index(core::Metric::pg_replica_up), ok ? 1 : 0);
+    } else if (ok) {
+        g_primary_lsn = lsn;
+    }
+}
+
+void pg_replica_lag(int64_t lag_ms, uint64_t replica_lsn) noexcept
+{
+    if (MetricsShm *shm = shm_of_cycle()) {
+        set(shm, core::metric_index(core::Metric::pg_replica_lag),
+            lag_ms > 0 ? static_cast<uint64_t>(lag_ms) * 1000 : 0);
+        set(shm, core::metric_index(core::Metric::pg_replica_lag_bytes),
+            g_primary_lsn > replica_lsn ? g_primary_lsn - replica_lsn : 0);
+    }
+}
+
+LsnWait read_wait(core::ConsistencyReason reason) noexcept
+{
+    switch (reason) {
+    case core::ConsistencyReason::caught_up: return LsnWait::read_caught_up;
+    case core::ConsistencyReason::waited_out: return LsnWait::read_timeout;
+    case core::ConsistencyReason::unreachable:
+        return LsnWait::read_unreachable;
+    case core::ConsistencyReason::lagging: return LsnWait::read_lagging;
+    default: return LsnWait::read_sampled;
+    }
+}
+
+void lsn_wait(LsnWait outcome, ngx_msec_t since) noexcept
+{
+    if (MetricsShm *shm = shm_of_cycle()) {
+        auto slot = static_cast<size_t>(outcome);
+        ngx_msec_t ms = ngx_current_msec - since;
+        add(shm, core::metric_index(core::Metric::lsn_waits, slot), 1);
+        observe(shm, core::metric_index(core::Metric::lsn_wait_time, slot),
+                static_cast<uint64_t>(ms) * 1000);
+    }
+}
+
+void near_invalidation_keys(uint64_t n) noexcept
+{
+    if (MetricsShm *shm = shm_of_cycle()) {
+        add(shm, core::metric_index(core::Metric::near_invalidation_keys), n);
     }
 }
 

@@ -38,5 +38,32 @@ size_t redis_endpoint(const RedisConf &conf) noexcept;
 void redis(size_t endpoint, RedisEvent e) noexcept;
 void redis_round_trip(size_t endpoint, uint64_t us) noexcept;
 
+// PostgreSQL's WAL positions (ngx_fly_consistency.cpp's WalSampler):
+// a position query of endpoint 0 (the region's database) or 1 (the
+// primary, for the lag) gave `lsn` (ok) or nothing.
+void pg_poll(size_t endpoint, bool ok, uint64_t lsn) noexcept;
+// A replica region's sample of its replica: the lag (LagTracker, ms) and
+// the position replayed (its WAL bytes behind the last primary sample).
+void pg_replica_lag(int64_t lag_ms, uint64_t replica_lsn) noexcept;
+
+// Waits on a WAL position, by outcome (the slots of MetricDim::lsn_wait).
+enum class LsnWait : uint8_t {
+    read_caught_up,     // the replica replayed the read's fly-lsn
+    read_timeout,       // fly_consistency_wait was over first
+    read_unreachable,   // the replica could not be asked
+    read_lagging,       // further behind than fly_replica_max_lag
+    read_sampled,       // the first sample came, nothing more to wait for
+    read_abandoned,     // the request ended while parked
+    write_positioned,   // a held write answer got the primary's position
+    write_no_position,  // PostgreSQL did not give it (error, timeout)
+    write_abandoned,    // the request ended while held
+};
+LsnWait read_wait(core::ConsistencyReason reason) noexcept;
+// A wait that began at `since` (ngx_current_msec) is over.
+void lsn_wait(LsnWait outcome, ngx_msec_t since) noexcept;
+
+// The near cache (ngx_fly_near.cpp): keys named by an invalidation message.
+void near_invalidation_keys(uint64_t n) noexcept;
+
 }  // namespace metrics
 }  // namespace fly

@@ -20,6 +20,7 @@
 // after the subscriber is up; the GETs sent before that acknowledgement
 // cannot bring anything into the zone.
 #include "ngx_fly_near.hpp"
+#include "ngx_fly_metrics.hpp"
 #include "ngx_fly_redis.hpp"
 #include "ngx_fly_redis_sub.hpp"
 #include "core/cache_tags.hpp"
@@ -343,6 +344,7 @@ bool NearTracker::forget_locked(std::string_view key, uint64_t hash,
 void NearTracker::sub_message(const core::PushMessage &m) noexcept
 {
     if (m.kind == core::PushKind::invalidate) {
+        metrics::near_invalidation_keys(m.nkeys);
         ZoneLock lock(pool_);
         core::NearAlloc a = alloc_of(pool_);
         for (size_t i = 0; i < m.nkeys; i++) {
@@ -618,6 +620,16 @@ void near_offer(std::string_view key, uint64_t hash, const NearToken &token,
                        "fly near: not stored \"%*s\" (%uz bytes): %s",
                        key.size(), key.data(), value.size(), why);
     }
+}
+
+bool near_stats(core::NearStats *out) noexcept
+{
+    if (g_near.zone == nullptr) {
+        return false;
+    }
+    ZoneLock lock(g_near.pool);
+    *out = g_near.zone->stats;
+    return true;
 }
 
 void near_drop(std::string_view key) noexcept

@@ -76,4 +76,7 @@ void near_offer(std::string_view key, uint64_t hash, const NearToken &token,
 // an invalidation too): out of the zone now.
 void near_drop(std::string_view key) noexcept;
 
+// The zone's counts (fly_status), when this worker has a zone.
+bool near_stats(core::NearStats *out) noexcept;
+
 }  // namespace fly

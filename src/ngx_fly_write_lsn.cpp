@@ -19,6 +19,7 @@
 // PostgreSQL cannot be asked, or does not answer within
 // fly_postgres_timeout, the response goes at once without the position.
 #include "ngx_fly_consistency.hpp"
+#include "ngx_fly_metrics.hpp"
 #include "ngx_fly_pg.hpp"
 
 #include <exception>
@@ -62,8 +63,15 @@ struct ConsistencyHold {
     ngx_http_request_t *r = nullptr;
     ngx_chain_t *held = nullptr;     // links to the buffers given so far
     ngx_chain_t **last = &held;
+    ngx_msec_t since = ngx_current_msec;   // held (for the metrics)
 
-    ~ConsistencyHold() { unlink(); }
+    ~ConsistencyHold()
+    {
+        if (!released) {
+            metrics::lsn_wait(metrics::LsnWait::write_abandoned, since);
+        }
+        unlink();
+    }
     void unlink()
     {
         if (queued) {
@@ -91,6 +99,8 @@ void ConsistencyHold::release(bool has_lsn, uint64_t lsn) noexcept
         return;
     }
     released = true;
+    metrics::lsn_wait(has_lsn ? metrics::LsnWait::write_positioned
+                              : metrics::LsnWait::write_no_position, since);
     ngx_http_request_t *req = r;
     ngx_connection_t *c = req->connection;
     req->buffered &= ~kHoldBuffered;

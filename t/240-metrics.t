@@ -2,6 +2,7 @@
 # sequence of hits, misses, bypasses, replays, forwards, refusals,
 # invalidations and Redis outages says, summed over both workers, and
 # survive a reload; the output parses with a strict text-format parser.
+# The PostgreSQL and LSN-wait families: t/241; the near cache's: t/242.
 use FlyEdge::Test;
 use FlyEdge::Prom qw(parse value sum_of series_key);
 
@@ -42,7 +43,16 @@ our @FAMILIES = qw(
     fly_edge_redis_commands_total fly_edge_redis_errors_total
     fly_edge_redis_timeouts_total fly_edge_redis_reconnects_total
     fly_edge_redis_round_trip_seconds
+    fly_edge_cache_tier_hits_total fly_edge_near_inserts_total fly_edge_near_evictions_total
+    fly_edge_near_invalidations_total fly_edge_near_store_failures_total
+    fly_edge_near_invalidation_keys_received_total fly_edge_near_entries fly_edge_near_used_bytes
+    fly_edge_pg_position_polls_total fly_edge_pg_position_poll_failures_total fly_edge_pg_replica_up
+    fly_edge_pg_replica_lag_seconds fly_edge_pg_replica_lag_bytes
+    fly_edge_lsn_waits_total fly_edge_lsn_wait_seconds
 );
+# gauges (the rest: counters and histograms); t/241 and t/242 test their values
+our @GAUGES = qw(fly_edge_near_entries fly_edge_near_used_bytes fly_edge_pg_replica_up
+                 fly_edge_pg_replica_lag_seconds fly_edge_pg_replica_lag_bytes);
 
 # A parsed scrape of a region's /metrics (dies when it does not parse).
 sub scrape {
@@ -105,6 +115,9 @@ is_deeply($p->{errors}, [], 'it parses strictly') or diag($res->{content});
 is_deeply([sort @{$p->{order}}], [sort @main::FAMILIES], 'the families');
 is($p->{families}{fly_edge_redis_round_trip_seconds}{type}, 'histogram', 'the round trip is a histogram');
 is($p->{families}{$_}{type}, 'counter', "$_ is a counter") for grep { /_total$/ } @main::FAMILIES;
+is($p->{families}{$_}{type}, 'gauge', "$_ is a gauge") for @main::GAUGES;
+is($p->{families}{fly_edge_lsn_wait_seconds}{type}, 'histogram', 'the LSN wait time is a histogram');
+ok(!grep({ /^fly_edge_pg_/ } keys %{$p->{series}}), 'without fly_postgres: no PostgreSQL series');
 for my $s (qw(HIT MISS BYPASS EXPIRED ERROR STALE UPDATING REVALIDATED)) {
     ok(exists $p->{series}{series_key('fly_edge_cache_requests_total', { location => '/cached/', status => $s })},
        "a series for status $s of location /cached/");

@@ -214,7 +214,9 @@ void format_metrics(const uint64_t *values, const MetricLabels &labels,
         append_help(out, d.help);
         out += "\n# TYPE ";
         out += d.name;
-        out += hist ? " histogram\n" : " counter\n";
+        out += hist                             ? " histogram\n"
+               : d.type == MetricType::counter ? " counter\n"
+                                               : " gauge\n";
 
         size_t n1 = metric_dim_size(d.dim1), n2 = metric_dim_size(d.dim2);
         for (size_t i1 = 0; i1 < n1; i1++) {
@@ -232,7 +234,11 @@ void format_metrics(const uint64_t *values, const MetricLabels &labels,
                                                    i1, i2);
                 if (!hist) {
                     append_sample(out, d.name, "", l1, l2, std::string());
-                    append_number(out, v[0]);
+                    if (d.type == MetricType::gauge_seconds) {
+                        append_seconds(out, v[0]);
+                    } else {
+                        append_number(out, v[0]);
+                    }
                     out += '\n';
                     continue;
                 }

@@ -18,7 +18,8 @@
 
 namespace fly::core {
 
-enum class MetricType : uint8_t { counter, histogram };
+// gauge_seconds: a gauge kept in microseconds, sent in seconds.
+enum class MetricType : uint8_t { counter, gauge, gauge_seconds, histogram };
 
 // A label dimension: the label(s) and how many values it can have (its
 // slots, fixed so that the layout is fixed).  The values of a slot are
@@ -30,6 +31,10 @@ enum class MetricDim : uint8_t {
     replay_state,   // state="method" ...
     refusal,        // reason="loop" ...
     endpoint,       // endpoint="host:port",role="regional|primary"
+    pg_endpoint,    // the same, of fly_postgres / fly_postgres_primary
+    pg_replica,     // the same, of fly_postgres alone (the region's database)
+    lsn_wait,       // wait="read|write",outcome="caught_up" ...
+    cache_tier,     // tier="redis|near": indexed by the shell's CacheTier
     count_
 };
 
@@ -38,6 +43,8 @@ constexpr size_t kMetricCacheStatuses = 16;
 constexpr size_t kMetricReplayStates = 10;
 constexpr size_t kMetricRefusals = 4;
 constexpr size_t kMetricEndpoints = 2;
+constexpr size_t kMetricLsnWaits = 9;
+constexpr size_t kMetricCacheTiers = 3;
 
 constexpr size_t metric_dim_size(MetricDim d)
 {
@@ -47,6 +54,9 @@ constexpr size_t metric_dim_size(MetricDim d)
     case MetricDim::replay_state: return kMetricReplayStates;
     case MetricDim::refusal: return kMetricRefusals;
     case MetricDim::endpoint: return kMetricEndpoints;
+    case MetricDim::pg_endpoint: return kMetricEndpoints;
+    case MetricDim::lsn_wait: return kMetricLsnWaits;
+    case MetricDim::cache_tier: return kMetricCacheTiers;
     default: return 1;
     }
 }
@@ -82,7 +92,51 @@ constexpr size_t metric_dim_size(MetricDim d)
       endpoint, none, "Redis connections made again after one was lost or "  \
       "could not be made.")                                                   \
     X(redis_round_trip, "fly_edge_redis_round_trip_seconds", histogram,       \
-      endpoint, none, "Time from a Redis command's write to its reply.")
+      endpoint, none, "Time from a Redis command's write to its reply.")      \
+    X(cache_tier_hits, "fly_edge_cache_tier_hits_total", counter, location,   \
+      cache_tier, "HITs by the tier that answered them ($fly_cache_tier: "    \
+      "near, the worker's shared zone; redis, the regional Redis).")         \
+    X(near_inserts, "fly_edge_near_inserts_total", counter, none, none,       \
+      "Entries stored in the near cache zone (fly_cache_near_zone).")        \
+    X(near_evictions, "fly_edge_near_evictions_total", counter, none, none,   \
+      "Near cache entries evicted (least recently used) to make room.")      \
+    X(near_invalidations, "fly_edge_near_invalidations_total", counter, none, \
+      none, "Near cache entries removed by an invalidation (Redis client "   \
+      "tracking, or this nginx's own writes and purges).")                    \
+    X(near_store_failures, "fly_edge_near_store_failures_total", counter,     \
+      none, none, "Values not stored in the near cache: no room, even after " \
+      "evicting.")                                                            \
+    X(near_invalidation_keys, "fly_edge_near_invalidation_keys_received_total",\
+      counter, none, none, "Keys named in the invalidation messages Redis "   \
+      "pushed to the workers (__redis__:invalidate).")                        \
+    X(near_entries, "fly_edge_near_entries", gauge, none, none,               \
+      "Entries in the near cache zone now.")                                  \
+    X(near_used_bytes, "fly_edge_near_used_bytes", gauge, none, none,         \
+      "Bytes the near cache zone's entries take now (keys, values and their " \
+      "headers).")                                                            \
+    X(pg_polls, "fly_edge_pg_position_polls_total", counter, pg_endpoint,     \
+      none, "WAL position queries asked of PostgreSQL (the regional "         \
+      "database's position, the primary's for the lag).")                    \
+    X(pg_poll_failures, "fly_edge_pg_position_poll_failures_total", counter,  \
+      pg_endpoint, none, "WAL position queries that gave no position (not "  \
+      "sent, timed out, lost, an error or an unreadable answer).")           \
+    X(pg_replica_up, "fly_edge_pg_replica_up", gauge, pg_replica, none,       \
+      "1 when the last sample of the region's database gave its position, "  \
+      "else 0.")                                                              \
+    X(pg_replica_lag, "fly_edge_pg_replica_lag_seconds", gauge_seconds,       \
+      pg_replica, none, "How far the region's replica's replay is behind "    \
+      "what the primary had written, as last sampled ($fly_replica_lag; 0 "   \
+      "in the primary region).")                                              \
+    X(pg_replica_lag_bytes, "fly_edge_pg_replica_lag_bytes", gauge,           \
+      pg_replica, none, "WAL bytes between the primary's last sampled write " \
+      "position and the replica's replay position sampled after it (0 in "    \
+      "the primary region).")                                                 \
+    X(lsn_waits, "fly_edge_lsn_waits_total", counter, lsn_wait, none,        \
+      "Waits on a WAL position, by outcome: reads parked for the replica "    \
+      "(fly_consistency_wait), write answers held for the primary's "         \
+      "position.")                                                            \
+    X(lsn_wait_time, "fly_edge_lsn_wait_seconds", histogram, lsn_wait, none,  \
+      "How long those waits took, by outcome.")
 
 enum class Metric : uint16_t {
 #define FLY_METRIC_ID(id, ...) id,

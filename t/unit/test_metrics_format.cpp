@@ -61,9 +61,19 @@ void test_names_follow_conventions(void **)
         std::string n = d.name;
         assert_true(names.insert(n).second);
         assert_int_equal(n.compare(0, 9, "fly_edge_"), 0);
-        std::string tail = d.type == MetricType::counter ? "_total" : "_seconds";
-        assert_true(n.size() > tail.size()
-                    && n.compare(n.size() - tail.size(), tail.size(), tail) == 0);
+        auto ends = [&n](const std::string &tail) {
+            return n.size() > tail.size()
+                   && n.compare(n.size() - tail.size(), tail.size(), tail) == 0;
+        };
+        switch (d.type) {
+        case MetricType::counter: assert_true(ends("_total")); break;
+        case MetricType::histogram:
+        case MetricType::gauge_seconds: assert_true(ends("_seconds")); break;
+        case MetricType::gauge:
+            // a gauge has no _total, and a time is in seconds
+            assert_false(ends("_total") || ends("_seconds") || ends("_ms"));
+            break;
+        }
         for (char c : n) {
             assert_true((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_');
         }
@@ -135,6 +145,99 @@ void test_format_histogram(void **)
     assert_true(has_line(out, "fly_edge_redis_round_trip_seconds_count{" + l + "} 4"));
 }
 
+MetricLabels pg_labels()
+{
+    MetricLabels l;
+    std::string regional = metric_label("endpoint", "127.0.0.1:5432") + ","
+                           + metric_label("role", "regional");
+    l.of(MetricDim::pg_replica) = {regional};
+    l.of(MetricDim::pg_endpoint) = {regional,
+                                    metric_label("endpoint", "10.0.0.1:5432")
+                                        + "," + metric_label("role", "primary")};
+    l.of(MetricDim::lsn_wait).resize(kMetricLsnWaits);
+    l.of(MetricDim::lsn_wait)[0] = metric_label("wait", "read") + ","
+                                   + metric_label("outcome", "caught_up");
+    l.of(MetricDim::lsn_wait)[6] = metric_label("wait", "write") + ","
+                                   + metric_label("outcome", "positioned");
+    l.of(MetricDim::location) = {metric_label("location", "_other"),
+                                 metric_label("location", "/c/")};
+    l.of(MetricDim::cache_tier) = {"", metric_label("tier", "redis"),
+                                   metric_label("tier", "near")};
+    return l;
+}
+
+// Gauges: TYPE gauge, a plain number, or seconds from microseconds.
+void test_format_gauges(void **)
+{
+    std::vector<uint64_t> v(metrics_value_count(), 0);
+    v[metric_index(Metric::pg_replica_lag)] = 2500000;      // 2.5 s
+    v[metric_index(Metric::pg_replica_lag_bytes)] = 16777216;
+    v[metric_index(Metric::pg_replica_up)] = 1;
+    v[metric_index(Metric::near_used_bytes)] = 4096;
+    std::string out;
+    format_metrics(v.data(), pg_labels(), out);
+    const std::string l = "endpoint=\"127.0.0.1:5432\",role=\"regional\"";
+    assert_true(has_line(out, "# TYPE fly_edge_pg_replica_lag_seconds gauge"));
+    assert_true(has_line(out, "fly_edge_pg_replica_lag_seconds{" + l + "} 2.5"));
+    assert_true(has_line(out, "# TYPE fly_edge_pg_replica_lag_bytes gauge"));
+    assert_true(has_line(out, "fly_edge_pg_replica_lag_bytes{" + l + "} 16777216"));
+    assert_true(has_line(out, "fly_edge_pg_replica_up{" + l + "} 1"));
+    assert_true(has_line(out, "# TYPE fly_edge_near_used_bytes gauge"));
+    assert_true(has_line(out, "fly_edge_near_used_bytes 4096"));
+    assert_true(has_line(out, "fly_edge_near_entries 0"));
+    // the lag of the primary endpoint is not a series: one slot only
+    assert_true(out.find("fly_edge_pg_replica_lag_seconds{endpoint=\"10.0.0.1")
+                == std::string::npos);
+    v[metric_index(Metric::pg_replica_lag)] = 0;
+    out.clear();
+    format_metrics(v.data(), pg_labels(), out);
+    assert_true(has_line(out, "fly_edge_pg_replica_lag_seconds{" + l + "} 0"));
+    // no fly_postgres: the families are there, without samples
+    out.clear();
+    format_metrics(v.data(), some_labels(), out);
+    assert_true(has_line(out, "# TYPE fly_edge_pg_replica_lag_seconds gauge"));
+    assert_true(out.find("fly_edge_pg_replica_lag_seconds{") == std::string::npos);
+    assert_true(out.find("fly_edge_pg_position_polls_total{") == std::string::npos);
+}
+
+// Polls by endpoint, waits by outcome (a counter and a histogram), HITs
+// by location and tier.
+void test_format_pg_and_tiers(void **)
+{
+    std::vector<uint64_t> v(metrics_value_count(), 0);
+    v[metric_index(Metric::pg_polls, 0)] = 10;
+    v[metric_index(Metric::pg_polls, 1)] = 9;
+    v[metric_index(Metric::pg_poll_failures, 1)] = 2;
+    v[metric_index(Metric::lsn_waits, 0)] = 3;
+    v[metric_index(Metric::lsn_waits, 6)] = 1;
+    v[metric_index(Metric::lsn_waits, 1)] = 5;    // no label: not shown
+    size_t at = metric_index(Metric::lsn_wait_time, 0);
+    v[at + histogram_bucket(20000)] += 3;         // le 0.025
+    v[at + kHistogramBuckets + 1] = 60000;
+    v[metric_index(Metric::cache_tier_hits, 1, 2)] = 4;
+    v[metric_index(Metric::cache_tier_hits, 1, 1)] = 6;
+    std::string out;
+    format_metrics(v.data(), pg_labels(), out);
+    assert_true(has_line(out, "# TYPE fly_edge_pg_position_polls_total counter"));
+    assert_true(has_line(out, "fly_edge_pg_position_polls_total{endpoint=\"127.0.0.1:5432\",role=\"regional\"} 10"));
+    assert_true(has_line(out, "fly_edge_pg_position_polls_total{endpoint=\"10.0.0.1:5432\",role=\"primary\"} 9"));
+    assert_true(has_line(out, "fly_edge_pg_position_poll_failures_total{endpoint=\"10.0.0.1:5432\",role=\"primary\"} 2"));
+    const std::string r = "wait=\"read\",outcome=\"caught_up\"";
+    assert_true(has_line(out, "fly_edge_lsn_waits_total{" + r + "} 3"));
+    assert_true(has_line(out, "fly_edge_lsn_waits_total{wait=\"write\",outcome=\"positioned\"} 1"));
+    assert_true(out.find(" 5\n") == std::string::npos);
+    assert_true(has_line(out, "# TYPE fly_edge_lsn_wait_seconds histogram"));
+    assert_true(has_line(out, "fly_edge_lsn_wait_seconds_bucket{" + r + ",le=\"0.01\"} 0"));
+    assert_true(has_line(out, "fly_edge_lsn_wait_seconds_bucket{" + r + ",le=\"0.025\"} 3"));
+    assert_true(has_line(out, "fly_edge_lsn_wait_seconds_sum{" + r + "} 0.06"));
+    assert_true(has_line(out, "fly_edge_lsn_wait_seconds_count{" + r + "} 3"));
+    assert_true(has_line(out, "fly_edge_cache_tier_hits_total{location=\"/c/\",tier=\"near\"} 4"));
+    assert_true(has_line(out, "fly_edge_cache_tier_hits_total{location=\"/c/\",tier=\"redis\"} 6"));
+    assert_true(has_line(out, "fly_edge_cache_tier_hits_total{location=\"_other\",tier=\"near\"} 0"));
+    // tier slot 0 (none) has no label: never a series
+    assert_true(out.find("fly_edge_cache_tier_hits_total{location=\"/c/\"}") == std::string::npos);
+}
+
 void test_layout_hash_stable(void **)
 {
     assert_true(metrics_layout_hash() == metrics_layout_hash());
@@ -152,6 +255,8 @@ int main()
         cmocka_unit_test(test_label_escaping),
         cmocka_unit_test(test_format_counters),
         cmocka_unit_test(test_format_histogram),
+        cmocka_unit_test(test_format_gauges),
+        cmocka_unit_test(test_format_pg_and_tiers),
         cmocka_unit_test(test_layout_hash_stable),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
