@@ -395,29 +395,8 @@ ngx_int_t send_status(ngx_http_request_t *r)
     text.reserve(16384);
     core::format_metrics(values.data(), labels_of(mcf, shm), text);
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = static_cast<off_t>(text.size());
-    ngx_str_set(&r->headers_out.content_type, "text/plain; version=0.0.4");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    if (r->method == NGX_HTTP_HEAD) {
-        r->header_only = 1;
-        return ngx_http_send_header(r);
-    }
-
-    ngx_buf_t *b = ngx_create_temp_buf(r->pool, text.size());
-    if (b == nullptr) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-    b->last = ngx_cpymem(b->last, text.data(), text.size());
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-    ngx_chain_t out = {b, nullptr};
-
-    rc = ngx_http_send_header(r);
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-    return ngx_http_output_filter(r, &out);
+    return send_small_response(r, NGX_HTTP_OK, "text/plain; version=0.0.4",
+                               text);
 }
 
 ngx_int_t status_handler(ngx_http_request_t *r) noexcept

@@ -241,7 +241,9 @@ ngx_int_t send_small_response(ngx_http_request_t *r, ngx_uint_t status,
     r->headers_out.content_length_n = static_cast<off_t>(body.size());
     r->headers_out.content_type.len = content_type.size();
     r->headers_out.content_type.data = (u_char *) content_type.data();
-    r->headers_out.content_type_len = content_type.size();
+    // as nginx compares types (gzip_types and the like): without parameters
+    r->headers_out.content_type_len =
+        core::split_content_type(content_type).type_len;
     r->headers_out.content_type_lowcase = nullptr;
     ngx_int_t rc = ngx_http_send_header(r);
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
