@@ -52,10 +52,12 @@ END {
 
 # ---- the fake Redis ---------------------------------------------------------
 
+# fake_redis(timeout => S): S seconds (default 5) is the timeout of the
+# test's own connections to it (command, stats, has).
 sub fake_redis {
     my (%opt) = @_;
     my $dir = tempdir('fake-redis-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-    my $self = bless { ctl => "$dir/mode" }, 'FlyEdge::FakeServers::Redis';
+    my $self = bless { ctl => "$dir/mode", timeout => $opt{timeout} // 5 }, 'FlyEdge::FakeServers::Redis';
     $self->{proc} = _start('/usr/bin/python3', "$APP_DIR/fake_redis.py", '--control', $self->{ctl});
     return $self;
 }
@@ -80,7 +82,7 @@ sub set_mode {
 # mode): the reply's value (integer, status or bulk string).
 sub command {
     my ($self, @args) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->port, Proto => 'tcp', Timeout => 5)
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->port, Proto => 'tcp', Timeout => $self->{timeout})
         or die "connect to the fake Redis: $!";
     print $s '*' . (@args + 1) . "\r\n\$4\r\nFAKE\r\n" . join('', map { '$' . length($_) . "\r\n$_\r\n" } @args);
     my $line = <$s> // die "the fake Redis closed\n";
@@ -155,7 +157,7 @@ FlyEdge::FakeServers - the fake Redis and the DNS server, started by a test file
 =head1 SYNOPSIS
 
     use FlyEdge::FakeServers;
-    my $fake = FlyEdge::FakeServers::fake_redis();
+    my $fake = FlyEdge::FakeServers::fake_redis();     # or fake_redis(timeout => scaled(5))
     my $url = 'redis://127.0.0.1:' . $fake->port . '/0';
     $fake->set_mode(late_key => 'fly:http...', split => 7);   # see t/app/fake_redis.py
     $fake->set_mode();                                         # back to the defaults
