@@ -12,13 +12,11 @@
 # cache works again.  Also: a fill in a replica region stays in that region,
 # a fill in the primary region reaches every replica.
 use FlyEdge::Test;
-use FlyEdge::CacheCheck;       # get, from_app, from_cache, poll_until, par_get, key_of, $CACHE
+use FlyEdge::CacheCheck;       # get, from_app, from_cache, fill, poll_until, par_get, key_of, $CACHE
+use FlyEdge::FakeServers;
 use IO::Socket::INET;
 use IO::Select;
-use IPC::Open2 qw(open2);
 use Time::HiRes qw(time sleep);
-use File::Basename qw(dirname);
-use File::Spec;
 
 our $HOST = 'faults.test';     # the Host of every request: keys are fly:http$HOST$uri
 our $LIVENESS = scaled(2);     # seconds; the Redis timeouts are a fifth of that
@@ -32,16 +30,7 @@ FlyEdge::CacheCheck::configure(host => $HOST, seen => \%SEEN, match => 'body', r
                                stored => sub { defined topology()->redis('atl')->get($_[0]) });
 
 # A listener that accepts and never answers, for the whole file.
-our ($BH_PID, $BH_PORT, $BH_OUT, $BH_IN);
-{
-    my $script = File::Spec->rel2abs(dirname(__FILE__) . '/app/black_hole.py');
-    $BH_PID = open2($BH_OUT, $BH_IN, 'python3', $script);
-    $BH_PORT = readline $BH_OUT;
-    die "black_hole.py did not start\n" unless defined $BH_PORT && $BH_PORT =~ /^(\d+)\s*$/;
-    $BH_PORT = $1;
-}
-my $MAIN_PID = $$;
-END { if ($BH_PID && $$ == $MAIN_PID) { kill 'TERM', $BH_PID; close $BH_IN; waitpid $BH_PID, 0 } }
+our $BH_PORT = FlyEdge::FakeServers::black_hole()->port;
 
 # A port nothing listens on: below the ephemeral range (no port-0 listener
 # of any process gets it) and locked like the harness's own ports (no other

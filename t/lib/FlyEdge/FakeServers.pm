@@ -1,7 +1,8 @@
 package FlyEdge::FakeServers;
 
 # Test doubles a test file starts for itself, by PID: the fake Redis
-# (t/app/fake_redis.py) and the tiny DNS server (t/app/dns_server.py).
+# (t/app/fake_redis.py), the tiny DNS server (t/app/dns_server.py) and a
+# listener that never answers (t/app/black_hole.py).
 # See the POD at the end.
 
 use strict;
@@ -146,13 +147,29 @@ sub queries {
     return @q;
 }
 
+# ---- the black hole ---------------------------------------------------------
+
+package FlyEdge::FakeServers;
+
+# A listener on 127.0.0.1 that accepts every connection and never answers.
+sub black_hole {
+    my $self = bless {}, 'FlyEdge::FakeServers::BlackHole';
+    $self->{proc} = _start('/usr/bin/python3', "$APP_DIR/black_hole.py");
+    return $self;
+}
+
+package FlyEdge::FakeServers::BlackHole;
+
+sub port { $_[0]{proc}{port} }
+sub stop { FlyEdge::FakeServers::_stop($_[0]{proc}) }
+
 1;
 
 __END__
 
 =head1 NAME
 
-FlyEdge::FakeServers - the fake Redis and the DNS server, started by a test file
+FlyEdge::FakeServers - the fake Redis, the DNS server and a black hole, started by a test file
 
 =head1 SYNOPSIS
 
@@ -169,11 +186,14 @@ FlyEdge::FakeServers - the fake Redis and the DNS server, started by a test file
     $dns->set_zone("redis.test.internal A 127.0.0.1\n");
     my @q = $dns->queries('redis.test.internal');
 
+    my $bh = FlyEdge::FakeServers::black_hole();   # accepts, never answers
+    my $url = 'redis://127.0.0.1:' . $bh->port . '/0';
+
 =head1 DESCRIPTION
 
 Each server runs as a child of the test (C<open2>, reading the port it
 prints), in its own temp directory, and is stopped by its PID (SIGTERM,
-and its stdin closed) when the test file ends, or with C<stop>.  Both
+and its stdin closed) when the test file ends, or with C<stop>.  The
 scripts also exit when their parent goes away.
 
 =cut
