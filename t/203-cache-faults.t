@@ -12,29 +12,25 @@
 # cache works again.  Also: a fill in a replica region stays in that region,
 # a fill in the primary region reaches every replica.
 use FlyEdge::Test;
+use FlyEdge::CacheCheck;       # get, from_app, from_cache, fill, poll_until, par_get, key_of, $CACHE
+use FlyEdge::FakeServers;
 use IO::Socket::INET;
 use IO::Select;
-use IPC::Open2 qw(open2);
 use Time::HiRes qw(time sleep);
-use File::Basename qw(dirname);
-use File::Spec;
 
 our $HOST = 'faults.test';     # the Host of every request: keys are fly:http$HOST$uri
 our $LIVENESS = scaled(2);     # seconds; the Redis timeouts are a fifth of that
 our $REDIS_TIMEOUT = int(1000 * $LIVENESS / 5) . 'ms';
 our %SEEN;                     # highest X-Origin-Count seen per region
 
+# Answers are checked by their body and the region whose app made them,
+# each within $LIVENESS; a fill is seen in the atl replica's real Redis.
+FlyEdge::CacheCheck::configure(host => $HOST, seen => \%SEEN, match => 'body', region_header => 1,
+                               within => $LIVENESS,
+                               stored => sub { defined topology()->redis('atl')->get($_[0]) });
+
 # A listener that accepts and never answers, for the whole file.
-our ($BH_PID, $BH_PORT, $BH_OUT, $BH_IN);
-{
-    my $script = File::Spec->rel2abs(dirname(__FILE__) . '/app/black_hole.py');
-    $BH_PID = open2($BH_OUT, $BH_IN, 'python3', $script);
-    $BH_PORT = readline $BH_OUT;
-    die "black_hole.py did not start\n" unless defined $BH_PORT && $BH_PORT =~ /^(\d+)\s*$/;
-    $BH_PORT = $1;
-}
-my $MAIN_PID = $$;
-END { if ($BH_PID && $$ == $MAIN_PID) { kill 'TERM', $BH_PID; close $BH_IN; waitpid $BH_PID, 0 } }
+our $BH_PORT = FlyEdge::FakeServers::black_hole()->port;
 
 # A port nothing listens on: below the ephemeral range (no port-0 listener
 # of any process gets it) and locked like the harness's own ports (no other
@@ -55,67 +51,6 @@ fly_redis "$url";
 fly_redis_timeout $timeout;
 fly_redis_connect_timeout $connect;
 EOF
-}
-
-our $CACHE = <<'EOF';
-location / {
-    fly_cache on;
-    fly_cache_valid 200 60s;
-    fly_cache_status_header X-Cache;
-    proxy_pass http://app;
-}
-EOF
-
-sub key_of { "fly:http$HOST$_[0]" }
-
-sub get {
-    my ($path, %o) = @_;
-    return send_request(method => 'GET', path => $path, region => $o{region} // 'atl',
-                        direct => $o{via_emulator} ? 0 : 1, headers => { Host => $HOST });
-}
-
-sub show {
-    my ($res) = @_;
-    my $h = join '', map { "  $_: " . (ref $res->{headers}{$_} ? join(', ', @{$res->{headers}{$_}}) : $res->{headers}{$_}) . "\n" }
-                     sort keys %{$res->{headers} || {}};
-    my $c = $res->{content} // '';
-    $c = substr($c, 0, 300) . '...' if length $c > 300;
-    diag("-> $res->{status} " . ($res->{reason} // '') . sprintf(" in %.3fs\n", $res->{elapsed} // -1) . "${h}  body: $c");
-}
-
-# The client got the app's answer: 200, the app's body, from this region's
-# app, which really was reached (its request counter moved past every value
-# seen so far), with the expected X-Cache (a string, or a regex).
-sub from_app {
-    my ($res, $body, $cache, $label, %o) = @_;
-    my $r = $o{region} // 'atl';
-    my $ok = is($res->{status}, 200, "$label: status 200");
-    $ok &= is($res->{content}, $body, "$label: the app's body");
-    $ok &= is($res->{headers}{'x-app-region'}, $r, "$label: answered by the $r app");
-    my $n = $res->{headers}{'x-origin-count'} // -1;
-    my $prev = $SEEN{$r} // 0;
-    $ok &= ok($n > $prev, "$label: the app was reached (X-Origin-Count $n > $prev)");
-    $SEEN{$r} = $n if $n > $prev;
-    $ok &= ref $cache ? like($res->{headers}{'x-cache'} // '', $cache, "$label: X-Cache like $cache")
-                      : is($res->{headers}{'x-cache'}, $cache, "$label: X-Cache $cache");
-    $ok &= cmp_ok($res->{elapsed}, '<', $LIVENESS, "$label: answered within $LIVENESS s");
-    show($res) unless $ok;
-    return $ok;
-}
-
-# A HIT: the stored answer, the app not reached again.  `origin` is the
-# region whose app made the entry (default: the region asked).
-sub from_cache {
-    my ($res, $body, $label, %o) = @_;
-    my $origin = $o{origin} // $o{region} // 'atl';
-    my $ok = is($res->{status}, 200, "$label: status 200");
-    $ok &= is($res->{content}, $body, "$label: the stored body");
-    $ok &= is($res->{headers}{'x-cache'}, 'HIT', "$label: X-Cache HIT");
-    $ok &= is($res->{headers}{'x-app-region'}, $origin, "$label: the entry made by the $origin app");
-    my $n = $res->{headers}{'x-origin-count'} // -1;
-    $ok &= ok($n <= ($SEEN{$origin} // 0), "$label: X-Origin-Count $n is a stored one (app not reached)");
-    show($res) unless $ok;
-    return $ok;
 }
 
 # Every worker of region $r has its Redis connection up ("fly redis
@@ -142,28 +77,9 @@ sub connect_workers {
 # MISS then (once the fill landed) HIT for a path in atl.
 sub warm {
     my ($path, $body, $label) = @_;
-    my $t = topology();
     connect_workers('atl');
-    from_app(get($path), $body, 'MISS', "$label: first request");
-    ok($t->wait_until(sub { defined $t->redis('atl')->get(key_of($path)) }, scaled(3)), "$label: the entry was stored");
+    fill($path, $body, $label);
     from_cache(get($path), $body, "$label: second request");
-}
-
-# The app's own request counter (not counted by the app itself).
-sub app_count {
-    my ($r) = @_;
-    my $res = HTTP::Tiny->new(timeout => scaled(5))->get(topology()->app_url($r // 'atl') . '/__count');
-    return json_decode($res->{content})->{count};
-}
-
-# GETs in parallel, each on its own connection straight to the region's
-# nginx (the harness's parallel_get): $n of $path, or one of each path when
-# $path is an array.  Returns a list of
-# { path, status, headers, content, elapsed } (elapsed undef on a timeout).
-sub par_get {
-    my ($n, $path, %o) = @_;
-    my @paths = ref $path ? @$path : ($path) x $n;
-    return parallel_get(\@paths, region => $o{region} // 'atl', host => $HOST);
 }
 
 # Every one of the parallel answers came from the app, with X-Cache $cache,
@@ -246,37 +162,6 @@ sub garbage_case {
         # another type stays; the app keeps answering
         from_app(get($path), $body, $o{want} // 'MISS', "$name: again");
     }
-}
-
-# Sends GETs until one has X-Cache $want (each must be the app's or the
-# cache's correct answer, with a status in @$allowed), for at most
-# scaled($secs); returns it or undef.
-sub poll_until {
-    my ($path, $body, $want, $allowed, $secs, $label) = @_;
-    $secs = scaled($secs);
-    my $deadline = time + $secs;
-    my %seen;
-    while (time < $deadline) {
-        my $res = get($path);
-        my $x = $res->{headers}{'x-cache'} // '';
-        $seen{$x}++;
-        unless ($res->{status} == 200 && $res->{content} eq $body && grep { $_ eq $x } @$allowed, $want) {
-            fail("$label: unexpected answer while waiting for $want");
-            show($res);
-            return undef;
-        }
-        return $res if $x eq $want;
-        my $n = $res->{headers}{'x-origin-count'} // 0;
-        if ($n <= ($SEEN{atl} // 0)) {
-            fail("$label: an $x answer that did not come from the app");
-            show($res);
-            return undef;
-        }
-        $SEEN{atl} = $n;
-        sleep 0.05;
-    }
-    fail("$label: no $want within $secs s (saw " . join(', ', map { "$_ x$seen{$_}" } sort keys %seen) . ")");
-    return undef;
 }
 
 run_tests(pg => 0);

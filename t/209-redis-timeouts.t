@@ -22,6 +22,7 @@
 # to come back from the app.
 use FlyEdge::Test;
 use FlyEdge::FakeServers;
+use FlyEdge::CacheCheck;                # get, app_count, from_app, from_cache, fill, poll_until, key_of, bin, $CACHE
 use Digest::SHA qw(sha256_hex);
 use IO::Socket::INET;
 use IO::Select;
@@ -31,6 +32,10 @@ our $HOST = 'timeouts.test';            # keys are fly:http$HOST$uri
 our $FAKE = FlyEdge::FakeServers::fake_redis();
 our $DNS = FlyEdge::FakeServers::dns_server("hung.test.internal DROP\n");
 our %SEEN;                              # highest X-Origin-Count seen
+
+# Bodies are checked by size and sha256; a fill must reach the fake.
+FlyEdge::CacheCheck::configure(host => $HOST, seen => \%SEEN, timeout => scaled(30), fill_secs => 5,
+                               stored => sub { $FAKE->has($_[0]) });
 
 sub ms { int(scaled($_[0]) * 1000) }
 
@@ -43,86 +48,6 @@ sub http_config {
     # a line of its own makes each block's configuration new: fresh workers
     return join "\n", "# block: $o{tag}", ($o{extra} // ()), qq{fly_redis "$url";}, "fly_redis_timeout ${t}ms;",
                       'fly_redis_connect_timeout 2s;', '';
-}
-
-our $CACHE = <<'EOF';
-location / {
-    fly_cache on;
-    fly_cache_valid 200 60s;
-    fly_cache_status_header X-Cache;
-    proxy_set_header Host $host;
-    proxy_pass http://app;
-}
-EOF
-
-sub key_of { "fly:http$HOST$_[0]" }
-sub bin { my ($size, $tag) = @_; "/bin?size=$size&k=$tag&Cache-Control=max-age%3D60" }
-
-sub get {
-    my ($path) = @_;
-    return send_request(method => 'GET', path => $path, region => 'atl', direct => 1,
-                        headers => { Host => $HOST }, timeout => scaled(30));
-}
-
-sub app_count {
-    my $res = HTTP::Tiny->new(timeout => 5)->get(topology()->app_url('atl') . '/__count');
-    return json_decode($res->{content})->{count};
-}
-
-sub show {
-    my ($res) = @_;
-    my $h = join '', map { "  $_: $res->{headers}{$_}\n" } grep { !ref $res->{headers}{$_} } sort keys %{$res->{headers} || {}};
-    diag("-> $res->{status}, " . length($res->{content} // '') . " body bytes\n$h");
-}
-
-# The app's own answer: 200, $size bytes with the app's sha256, the app
-# reached (X-Origin-Count moved on), X-Cache $cache.
-sub from_app {
-    my ($res, $size, $cache, $label) = @_;
-    my $ok = is($res->{status}, 200, "$label: status 200");
-    $ok &= is(length $res->{content}, $size, "$label: $size body bytes");
-    $ok &= is(sha256_hex($res->{content}), $res->{headers}{'x-body-sha256'} // '-', "$label: the app's bytes");
-    my $n = $res->{headers}{'x-origin-count'} // -1;
-    $ok &= ok($n > ($SEEN{atl} // 0), "$label: the app was reached (X-Origin-Count $n)");
-    $SEEN{atl} = $n if $n > ($SEEN{atl} // 0);
-    $ok &= is($res->{headers}{'x-cache'}, $cache, "$label: X-Cache $cache");
-    show($res) unless $ok;
-    return $ok;
-}
-
-# A HIT: the very bytes the MISS $m stored, the app not reached.
-sub from_cache {
-    my ($res, $m, $label) = @_;
-    my $before = app_count();
-    my $ok = is($res->{status}, 200, "$label: status 200");
-    $ok &= is($res->{headers}{'x-cache'}, 'HIT', "$label: X-Cache HIT");
-    $ok &= ok($res->{content} eq $m->{content}, "$label: its own body (" . length($res->{content}) . ' bytes)');
-    $ok &= is($res->{headers}{'x-origin-count'}, $m->{headers}{'x-origin-count'}, "$label: the stored X-Origin-Count");
-    $ok &= is(app_count(), $before, "$label: the app was not reached");
-    show($res) unless $ok;
-    return $ok;
-}
-
-# A MISS whose fill reached the fake; returns the MISS.
-sub fill {
-    my ($path, $size, $label) = @_;
-    my $m = get($path);
-    from_app($m, $size, 'MISS', "$label: MISS");
-    ok(topology()->wait_until(sub { $FAKE->has(key_of($path)) }, scaled(5)), "$label: stored in the fake Redis");
-    return $m;
-}
-
-# GETs until a HIT (each answered 200 by the app or the cache); the HIT or undef.
-sub poll_hit {
-    my ($path, $secs) = @_;
-    my $deadline = time + $secs;
-    while (time < $deadline) {
-        my $res = get($path);
-        return undef unless $res->{status} == 200;
-        return $res if ($res->{headers}{'x-cache'} // '') eq 'HIT';
-        sleep 0.1;
-    }
-    return undef;
 }
 
 sub log_lines { my ($re) = @_; grep { $_ =~ $re } split /\n/, block_error_log('atl') }
@@ -142,15 +67,15 @@ my %m;
 my %path = map { $_ => main::bin(3000 + length($_) * 1000, "t1$_") } qw(a bb ccc);
 for my $k (sort keys %path) {
     $m{$k} = main::fill($path{$k}, 3000 + length($k) * 1000, "fill $k");
-    main::from_cache(main::get($path{$k}), $m{$k}, "$k before");
+    main::from_cache(main::get($path{$k}), $m{$k}, "$k before", main::app_count());
 }
 my $st0 = $F->stats;
 
 # The reply to a's GET comes only once the client sends its next command.
 $F->set_mode(late_key => main::key_of($path{a}));
 main::from_app(main::get($path{a}), 4000, 'ERROR', 'the slow one');
-main::from_cache(main::get($path{bb}), $m{bb}, 'the next one, behind the late reply');
-main::from_cache(main::get($path{ccc}), $m{ccc}, 'the one after');
+main::from_cache(main::get($path{bb}), $m{bb}, 'the next one, behind the late reply', main::app_count());
+main::from_cache(main::get($path{ccc}), $m{ccc}, 'the one after', main::app_count());
 my $st = $F->stats;
 is($st->{late_sent} - $st0->{late_sent}, 1, 'the late reply was sent, on that connection');
 is($st->{clients}, $st0->{clients}, 'no new connection was opened');
@@ -163,7 +88,7 @@ my @err = main::log_lines(qr/\[error\].*fly redis/);
 ok(!@err, 'no error: the connection was not failed') or diag(join "\n", @err);
 
 $F->set_mode();
-main::from_cache(main::get($path{a}), $m{a}, 'the slow key, answered in time now');
+main::from_cache(main::get($path{a}), $m{a}, 'the slow key, answered in time now', main::app_count());
 my $st1 = $F->stats;
 is("$st1->{clients} $st1->{closed}", "$st0->{clients} $st0->{closed}", 'still the same connection');
 
@@ -182,7 +107,7 @@ for my $p (@paths) {
     $m{$p} = main::fill($p, $size, "fill $p");
 }
 # large replies: few of them are sent ahead at once
-main::from_cache(main::get($_), $m{$_}, "HIT $_") for @paths;
+main::from_cache(main::get($_), $m{$_}, "HIT $_", main::app_count()) for @paths;
 my $st0 = $F->stats;
 my $from = $t->error_log_size('atl');
 
@@ -212,8 +137,8 @@ is($liveness, 5 * main::ms(1), 'after the liveness period, 5 x fly_redis_timeout
 is($F->stats->{closed} - $st0->{closed}, 1, 'that connection only');
 
 $F->set_mode();
-my $hit = main::poll_hit($paths[0], scaled(15));
-ok($hit, 'Redis back: a HIT again after the backoff') and main::from_cache($hit, $m{$paths[0]}, 'the HIT after');
+my $hit = main::poll_until($paths[0], $size, 'HIT', ['MISS', 'ERROR'], 15, 'Redis back');
+ok($hit, 'Redis back: a HIT again after the backoff') and main::from_cache($hit, $m{$paths[0]}, 'the HIT after', main::app_count());
 
 
 === TEST 3: a worker shutting down (reload) while a request waits for a DNS server that never answers: the request is answered by the app before the worker exits

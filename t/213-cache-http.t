@@ -11,22 +11,9 @@
 # its own path (a `t` query parameter), since Redis keeps keys between
 # blocks.
 use FlyEdge::Test;
-use HTTP::Tiny;
+use FlyEdge::CacheCheck qw(:http);    # url req xcache oc hv show rkey pttl redis_http
 use POSIX ();
 use Time::Local qw(timegm);
-
-# url('/hdr', Name => value, ...): the app answers with those headers.
-sub url { my ($path, @kv) = @_; "$path?" . HTTP::Tiny->new->www_form_urlencode([@kv]) }
-
-sub req {
-    my ($path, %h) = @_;
-    my $method = delete $h{method} // 'GET';
-    return send_request(method => $method, path => $path, region => 'scl', direct => 1, headers => \%h);
-}
-
-sub xc { $_[0]{headers}{'x-cache'} // '' }
-sub oc { $_[0]{headers}{'x-origin-count'} // -1 }
-sub hv { my $v = $_[0]{headers}{lc $_[1]}; ref $v ? join(', ', @$v) : $v }
 
 sub http_date { POSIX::strftime('%a, %d %b %Y %H:%M:%S GMT', gmtime($_[0])) }
 
@@ -39,31 +26,21 @@ sub unix_of {
     return timegm($S, $M, $H, $day, $MON{$mon}, $y);
 }
 
-sub show {
-    my ($res) = @_;
-    my $h = join '', map { "  $_: " . hv($res, $_) . "\n" } sort keys %{$res->{headers}};
-    diag("$res->{request}{method} $res->{request}{url} -> $res->{status}\n$h  body: " . substr($res->{content}, 0, 200));
-}
-
 # MISS then HIT: returns both.
 sub fill {
     my ($path, $name) = @_;
     my $m = req($path);
     my $h = req($path);
-    my $ok = is(xc($m), 'MISS', "$name: first request is a MISS");
-    $ok &= is(xc($h), 'HIT', "$name: the second is a HIT");
+    my $ok = is(xcache($m), 'MISS', "$name: first request is a MISS");
+    $ok &= is(xcache($h), 'HIT', "$name: the second is a HIT");
     unless ($ok) { show($m); show($h) }
     return ($m, $h);
 }
 
-# The Redis key of a path under the default key.
-sub rkey { 'fly:http127.0.0.1' . $_[0] }
-sub pttl { main::topology()->redis('scl')->pttl($_[0]) }
-
 # A Redis reply slower than the default 100 ms turns a HIT into ERROR (fail
 # open); nothing here is about that, and a busy machine (CI's, or the ASan
 # pass) can be that slow.
-our $HTTP = qq{fly_redis "redis://x:\${REDIS_PASSWORD}\@127.0.0.1:\${REDIS_PORT}/0";\nfly_redis_timeout 5s;\n};
+our $HTTP = redis_http(timeout => '5s');
 
 our $CACHE = <<'EOF';
 fly_cache on;
@@ -139,7 +116,7 @@ for my $c (@cases) {
     my ($name, $hdrs, $want) = @$c;
     my $r = main::req($p, %$hdrs);
     my $ok = is($r->{status}, $want, "$name: $want");
-    $ok &= is(main::xc($r), 'HIT', "$name: answered from the cache");
+    $ok &= is(main::xcache($r), 'HIT', "$name: answered from the cache");
     $ok &= is(main::oc($r), $count, "$name: the app was not asked") if $want != 412;
     $ok &= is($r->{content}, "the page\n", "$name: the body") if $want == 200;
     $ok &= is($r->{content}, '', "$name: no body") if $want == 304;
@@ -149,7 +126,7 @@ my $head = main::req($p, method => 'HEAD', 'If-None-Match' => '"v1"');
 is($head->{status}, 304, 'HEAD with a matching If-None-Match: 304');
 my $after = main::req($p);
 is($after->{status}, 200, 'the entry is untouched by them: 200');
-is(main::xc($after), 'HIT', 'still a HIT');
+is(main::xcache($after), 'HIT', 'still a HIT');
 is(main::oc($after), $count, 'from the fill');
 --- error_log
 fly_cache: ignoring malformed If-None-Match
@@ -166,10 +143,10 @@ my $p = main::url('/hdr', t => 2, 'Cache-Control' => 'max-age=60', ETag => 'W/"w
 my %en = ('Accept-Language' => 'en');
 my $m = main::req($p, %en);
 my $h = main::req($p, %en);
-is(main::xc($h), 'HIT', 'the variant is stored');
+is(main::xcache($h), 'HIT', 'the variant is stored');
 my $nm = main::req($p, %en, 'If-None-Match' => 'W/"w2"');
 is($nm->{status}, 304, 'If-None-Match with the weak ETag: 304');
-is(main::xc($nm), 'HIT', 'from the cache');
+is(main::xcache($nm), 'HIT', 'from the cache');
 for my $name (qw(etag cache-control expires vary date content-location last-modified x-kept)) {
     is(main::hv($nm, $name), main::hv($h, $name), "the 304 has the HIT's $name") or main::show($nm);
 }
@@ -178,13 +155,13 @@ for my $name (qw(content-type content-length content-language accept-ranges)) {
     ok(!defined $nm->{headers}{$name}, "the 304 has no $name") or diag("$name: " . main::hv($nm, $name));
 }
 my $other = main::req($p, 'Accept-Language' => 'fr', 'If-None-Match' => 'W/"w2"');
-is(main::xc($other), 'MISS', 'another variant is not answered from this one ...');
+is(main::xcache($other), 'MISS', 'another variant is not answered from this one ...');
 is($other->{status}, 200, '... the app has no conditionals on /hdr: 200');
 my $gone = main::req(main::url('/hdr', t => '2-404', status => 404, 'Cache-Control' => 'max-age=60', ETag => '"n"',
                                body => 'missing'));
 my $s404 = main::req(main::url('/hdr', t => '2-404', status => 404, 'Cache-Control' => 'max-age=60', ETag => '"n"',
                                body => 'missing'), 'If-None-Match' => '"n"');
-is(main::xc($s404), 'HIT', 'a stored 404 ...');
+is(main::xcache($s404), 'HIT', 'a stored 404 ...');
 is($s404->{status}, 404, '... ignores preconditions (RFC 9110 13.2.1): still 404');
 is($s404->{content}, 'missing', 'with its body');
 
@@ -203,7 +180,7 @@ is(main::hv($h, 'accept-ranges'), 'bytes', 'a HIT says it accepts ranges');
 
 my $r = main::req($p, Range => 'bytes=0-9');
 is($r->{status}, 206, 'Range: bytes=0-9 gives 206');
-is(main::xc($r), 'HIT', 'from the cache');
+is(main::xcache($r), 'HIT', 'from the cache');
 is(main::oc($r), $count, 'without the app');
 is(main::hv($r, 'content-range'), 'bytes 0-9/1000', 'Content-Range');
 is($r->{content}, substr($body, 0, 10), 'the first 10 bytes');
@@ -280,12 +257,12 @@ for my $c (@cases) {
     my $p = main::url('/hdr', t => "4-$i", 'Cache-Control' => 'max-age=3600', map { (Age => $_) } @$ages);
     my $a = main::req($p);
     my $b = main::req($p);
-    is(main::xc($a), 'MISS', "$name: MISS");
+    is(main::xcache($a), 'MISS', "$name: MISS");
     if ($stored) {
-        is(main::xc($b), 'HIT', "$name: stored, fresh");
+        is(main::xcache($b), 'HIT', "$name: stored, fresh");
         is(main::oc($b), main::oc($a), "$name: the HIT did not reach the app");
     } else {
-        is(main::xc($b), 'MISS', "$name: not stored");
+        is(main::xcache($b), 'MISS', "$name: not stored");
         cmp_ok(main::oc($b), '>', main::oc($a), "$name: the app answered again");
     }
 }
@@ -315,7 +292,7 @@ for my $loc ('/', '/date/') {
     # two seconds later the clock has moved on, the stored Date has not
     ok($t->wait_until(sub { time >= $filled + 2 }, scaled(5)), "$loc: 2 s went by");
     my $later = main::req($p);
-    is(main::xc($later), 'HIT', "$loc: still a HIT");
+    is(main::xcache($later), 'HIT', "$loc: still a HIT");
     is($later->{headers}{date}, $h->{headers}{date}, "$loc: the same Date as the first HIT");
     my $now = time;
     cmp_ok($later->{headers}{age}, '>=', 2, "$loc: Age counts the time since");
@@ -337,7 +314,7 @@ ok(!defined $h->{headers}{'cdn-cache-control'}, 'nor does the HIT');
 my $q = main::url('/hdr', t => '6-nostore', 'Cache-Control' => 'max-age=60', 'CDN-Cache-Control' => 'no-store');
 my $a = main::req($q);
 my $b = main::req($q);
-is(main::xc($b), 'MISS', 'CDN-Cache-Control: no-store over Cache-Control: max-age=60: not stored');
+is(main::xcache($b), 'MISS', 'CDN-Cache-Control: no-store over Cache-Control: max-age=60: not stored');
 cmp_ok(main::oc($b), '>', main::oc($a), 'the app answered again');
 is(main::hv($b, 'cache-control'), 'max-age=60', 'Cache-Control reaches the client');
 
@@ -348,7 +325,7 @@ ok($ttl > 0 && $ttl <= 30_000, "its max-age, not Cache-Control's (Redis TTL $ttl
 
 my $exp = main::url('/hdr', t => '6-expires', 'CDN-Cache-Control' => 'public', Expires => main::http_date(time + 600));
 my $e1 = main::req($exp);
-is(main::xc(main::req($exp)), 'MISS', 'with CDN-Cache-Control in use, Expires does not count (RFC 9213): not stored');
+is(main::xcache(main::req($exp)), 'MISS', 'with CDN-Cache-Control in use, Expires does not count (RFC 9213): not stored');
 
 for my $c (['max-age=abc', 'an invalid one'], ['', 'an empty one'], ['max-age=60, "x', 'an unterminated one']) {
     my ($v, $name) = @$c;
@@ -370,7 +347,7 @@ my @h = ('Cache-Control' => 'no-store', 'CDN-Cache-Control' => 'no-store', 'Fly-
 my $own = main::url('/own/hdr', t => 7, @h);
 my ($m, $h) = main::fill($own, 'Fly-Cache-Control: max-age=60 over no-store in the others');
 for my $r ($m, $h) {
-    my $what = main::xc($r);
+    my $what = main::xcache($r);
     ok(!defined $r->{headers}{'fly-cache-control'}, "$what: Fly-Cache-Control is not sent on");
     ok(!defined $r->{headers}{'cdn-cache-control'}, "$what: nor CDN-Cache-Control");
     is(main::hv($r, 'cache-control'), 'no-store', "$what: Cache-Control is");
@@ -378,17 +355,17 @@ for my $r ($m, $h) {
 my $no = main::url('/own/hdr', t => '7-no', 'Cache-Control' => 'max-age=60', 'CDN-Cache-Control' => 'max-age=60',
                    'Fly-Cache-Control' => 'private');
 my $a = main::req($no);
-is(main::xc(main::req($no)), 'MISS', 'Fly-Cache-Control: private wins: not stored');
+is(main::xcache(main::req($no)), 'MISS', 'Fly-Cache-Control: private wins: not stored');
 
 my $plain = main::url('/hdr', t => 7, @h);
 my $p1 = main::req($plain);
-is(main::xc(main::req($plain)), 'MISS', 'where it is not configured, Fly-Cache-Control is nothing: no-store holds');
+is(main::xcache(main::req($plain)), 'MISS', 'where it is not configured, Fly-Cache-Control is nothing: no-store holds');
 is(main::hv($p1, 'fly-cache-control'), 'max-age=60', 'and it goes to the client like any header');
 
 my $pass = main::url('/pass/hdr', t => 7, @h);
 my ($pm, $ph) = main::fill($pass, 'fly_cache_control_pass on');
 for my $r ($pm, $ph) {
-    my $what = main::xc($r);
+    my $what = main::xcache($r);
     is(main::hv($r, 'fly-cache-control'), 'max-age=60', "$what: Fly-Cache-Control is sent on");
     is(main::hv($r, 'cdn-cache-control'), 'no-store', "$what: so is CDN-Cache-Control");
 }

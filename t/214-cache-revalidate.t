@@ -15,40 +15,9 @@
 # worker), so a fill is in Redis before the next lookup.  Each test has a
 # path of its own (`t=`), since Redis keeps keys between blocks.
 use FlyEdge::Test;
-use HTTP::Tiny;
+use FlyEdge::CacheCheck qw(:http);    # url req xcache oc hv show expect rkey pttl redis_http
 
-sub url { my ($path, @kv) = @_; "$path?" . HTTP::Tiny->new->www_form_urlencode([@kv]) }
-
-sub req {
-    my ($path, %h) = @_;
-    my $method = delete $h{method} // 'GET';
-    return send_request(method => $method, path => $path, region => 'scl', direct => 1, headers => \%h);
-}
-
-sub xc { $_[0]{headers}{'x-cache'} // '' }
-sub oc { $_[0]{headers}{'x-origin-count'} // -1 }
-sub hv { my $v = $_[0]{headers}{lc $_[1]}; ref $v ? join(', ', @$v) : $v }
-
-sub show {
-    my ($res) = @_;
-    my $h = join '', map { "  $_: " . (hv($res, $_) // '') . "\n" } sort keys %{$res->{headers}};
-    diag("$res->{request}{method} $res->{request}{url} -> $res->{status}\n$h  body: " . substr($res->{content}, 0, 200));
-}
-
-sub expect {
-    my ($res, $name, %want) = @_;
-    my $ok = 1;
-    $ok &= is($res->{status}, $want{status} // 200, "$name: status");
-    $ok &= is(xc($res), $want{cache}, "$name: $want{cache}") if exists $want{cache};
-    $ok &= is($res->{content}, $want{body}, "$name: body") if exists $want{body};
-    show($res) unless $ok;
-    return $ok;
-}
-
-sub rkey { 'fly:http127.0.0.1' . $_[0] }
-sub pttl { main::topology()->redis('scl')->pttl($_[0]) }
-
-our $HTTP = qq{fly_redis "redis://x:\${REDIS_PASSWORD}\@127.0.0.1:\${REDIS_PORT}/0";\nfly_redis_timeout 5s;\n};
+our $HTTP = redis_http(timeout => '5s');
 
 our $CACHE = <<'EOF';
 fly_cache on;
@@ -106,7 +75,7 @@ main::expect($r, 'expired', cache => 'REVALIDATED', body => "lm\n");
 is(main::oc($r), main::oc($m) + 1, 'a 304 from the app');
 is(main::hv($r, 'last-modified'), $main::LM, 'Last-Modified kept');
 my $hd = main::req($p, method => 'HEAD');
-is(main::xc($hd), 'EXPIRED', 'HEAD of an expired entry goes to the app as it came');
+is(main::xcache($hd), 'EXPIRED', 'HEAD of an expired entry goes to the app as it came');
 my $again = main::req($p);
 main::expect($again, 'max-age=0 again: revalidated again', cache => 'REVALIDATED', body => "lm\n");
 
@@ -160,7 +129,7 @@ main::expect($r, "the client's If-None-Match, not ours", cache => 'EXPIRED',
              body => "v:If-None-Match: \"other\"\n");
 my $c = main::req($p, 'If-None-Match' => '"e1"');
 is($c->{status}, 304, "a matching one: the app's 304 goes to the client");
-is(main::xc($c), 'EXPIRED', 'EXPIRED');
+is(main::xcache($c), 'EXPIRED', 'EXPIRED');
 my $g = main::req($p);
 main::expect($g, 'the entry still revalidates', cache => 'REVALIDATED');
 

@@ -15,36 +15,8 @@
 # connection, so a fill is in Redis before the next lookup.
 use FlyEdge::Test;
 use FlyEdge::CacheTest;
-use HTTP::Tiny;
+use FlyEdge::CacheCheck qw(:http);    # url req xcache oc hv show expect redis_http
 use Time::HiRes ();
-
-sub url { my ($path, @kv) = @_; "$path?" . HTTP::Tiny->new->www_form_urlencode([@kv]) }
-
-sub req {
-    my ($path, %h) = @_;
-    my $method = delete $h{method} // 'GET';
-    return send_request(method => $method, path => $path, region => 'scl', direct => 1, headers => \%h);
-}
-
-sub xcache { $_[0]{headers}{'x-cache'} // '' }
-sub oc { $_[0]{headers}{'x-origin-count'} // -1 }
-sub hv { my $v = $_[0]{headers}{lc $_[1]}; ref $v ? join(', ', @$v) : $v }
-
-sub show {
-    my ($res) = @_;
-    my $h = join '', map { "  $_: " . (hv($res, $_) // '') . "\n" } sort keys %{$res->{headers}};
-    diag("$res->{request}{method} $res->{request}{url} -> $res->{status}\n$h  body: " . substr($res->{content}, 0, 200));
-}
-
-sub expect {
-    my ($res, $name, %want) = @_;
-    my $ok = 1;
-    $ok &= is($res->{status}, $want{status} // 200, "$name: status");
-    $ok &= is(xcache($res), $want{cache}, "$name: X-Cache $want{cache}") if exists $want{cache};
-    $ok &= is($res->{content}, $want{body}, "$name: body") if exists $want{body};
-    show($res) unless $ok;
-    return $ok;
-}
 
 # A MISS that stores $p; returns the response and the second it was stored in.
 sub fill {
@@ -62,9 +34,7 @@ sub until_expired {
         or die "the clock did not move";
 }
 
-our $HTTP = qq{fly_redis "redis://x:\${REDIS_PASSWORD}\@127.0.0.1:\${REDIS_PORT}/0";\n}
-          . qq{fly_redis_primary "redis://x:\${REDIS_PASSWORD}\@127.0.0.1:\${REDIS_PORT_SCL}/0";\n}
-          . qq{fly_redis_timeout 5s;\n};
+our $HTTP = redis_http(primary => 1, timeout => '5s');
 
 # The slow route: /to/... with X-Slow goes to the app's /slow (the key is
 # the request URI's), and nginx gives up after a second: its 504.

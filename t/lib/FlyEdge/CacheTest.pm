@@ -47,7 +47,7 @@ sub purge {
 # How many requests the region's app has answered (its /__count).
 sub app_count {
     my ($r) = @_;
-    my $res = HTTP::Tiny->new(timeout => 5)->get(FlyEdge::Test::topology()->app_url($r) . '/__count');
+    my $res = HTTP::Tiny->new(timeout => FlyEdge::Test::scaled(5))->get(FlyEdge::Test::topology()->app_url($r) . '/__count');
     return FlyEdge::Test::json_decode($res->{content})->{count};
 }
 

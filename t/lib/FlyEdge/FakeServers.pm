@@ -1,7 +1,8 @@
 package FlyEdge::FakeServers;
 
 # Test doubles a test file starts for itself, by PID: the fake Redis
-# (t/app/fake_redis.py) and the tiny DNS server (t/app/dns_server.py).
+# (t/app/fake_redis.py), the tiny DNS server (t/app/dns_server.py) and a
+# listener that never answers (t/app/black_hole.py).
 # See the POD at the end.
 
 use strict;
@@ -52,10 +53,12 @@ END {
 
 # ---- the fake Redis ---------------------------------------------------------
 
+# fake_redis(timeout => S): S seconds (default 5) is the timeout of the
+# test's own connections to it (command, stats, has).
 sub fake_redis {
     my (%opt) = @_;
     my $dir = tempdir('fake-redis-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-    my $self = bless { ctl => "$dir/mode" }, 'FlyEdge::FakeServers::Redis';
+    my $self = bless { ctl => "$dir/mode", timeout => $opt{timeout} // 5 }, 'FlyEdge::FakeServers::Redis';
     $self->{proc} = _start('/usr/bin/python3', "$APP_DIR/fake_redis.py", '--control', $self->{ctl});
     return $self;
 }
@@ -80,7 +83,7 @@ sub set_mode {
 # mode): the reply's value (integer, status or bulk string).
 sub command {
     my ($self, @args) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->port, Proto => 'tcp', Timeout => 5)
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->port, Proto => 'tcp', Timeout => $self->{timeout})
         or die "connect to the fake Redis: $!";
     print $s '*' . (@args + 1) . "\r\n\$4\r\nFAKE\r\n" . join('', map { '$' . length($_) . "\r\n$_\r\n" } @args);
     my $line = <$s> // die "the fake Redis closed\n";
@@ -144,18 +147,34 @@ sub queries {
     return @q;
 }
 
+# ---- the black hole ---------------------------------------------------------
+
+package FlyEdge::FakeServers;
+
+# A listener on 127.0.0.1 that accepts every connection and never answers.
+sub black_hole {
+    my $self = bless {}, 'FlyEdge::FakeServers::BlackHole';
+    $self->{proc} = _start('/usr/bin/python3', "$APP_DIR/black_hole.py");
+    return $self;
+}
+
+package FlyEdge::FakeServers::BlackHole;
+
+sub port { $_[0]{proc}{port} }
+sub stop { FlyEdge::FakeServers::_stop($_[0]{proc}) }
+
 1;
 
 __END__
 
 =head1 NAME
 
-FlyEdge::FakeServers - the fake Redis and the DNS server, started by a test file
+FlyEdge::FakeServers - the fake Redis, the DNS server and a black hole, started by a test file
 
 =head1 SYNOPSIS
 
     use FlyEdge::FakeServers;
-    my $fake = FlyEdge::FakeServers::fake_redis();
+    my $fake = FlyEdge::FakeServers::fake_redis();     # or fake_redis(timeout => scaled(5))
     my $url = 'redis://127.0.0.1:' . $fake->port . '/0';
     $fake->set_mode(late_key => 'fly:http...', split => 7);   # see t/app/fake_redis.py
     $fake->set_mode();                                         # back to the defaults
@@ -167,11 +186,14 @@ FlyEdge::FakeServers - the fake Redis and the DNS server, started by a test file
     $dns->set_zone("redis.test.internal A 127.0.0.1\n");
     my @q = $dns->queries('redis.test.internal');
 
+    my $bh = FlyEdge::FakeServers::black_hole();   # accepts, never answers
+    my $url = 'redis://127.0.0.1:' . $bh->port . '/0';
+
 =head1 DESCRIPTION
 
 Each server runs as a child of the test (C<open2>, reading the port it
 prints), in its own temp directory, and is stopped by its PID (SIGTERM,
-and its stdin closed) when the test file ends, or with C<stop>.  Both
+and its stdin closed) when the test file ends, or with C<stop>.  The
 scripts also exit when their parent goes away.
 
 =cut
