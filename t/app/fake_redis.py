@@ -80,7 +80,9 @@ one piece, whatever the control file says:
                       clients (connections that sent a command other than
                       FAKE), closed (those of them the client closed),
                       late_sent (late_key replies sent), after_silent
-                      (commands received on a connection gone silent)
+                      (commands received on a connection gone silent),
+                      split_send_ms (milliseconds spent writing split
+                      replies out, all connections together)
     FAKE HAS key      :1 or :0
     FAKE LEN key      the value's length, or -1
     FAKE FLUSH        +OK (the dict emptied, statistics kept)
@@ -383,10 +385,18 @@ def send_split(sock, data, mode, tail=b""):
     chunks = (len(data) + n - 1) // n
     sleeps = max(1, int(mode.get("max_sleeps", "100")))
     every = max(1, (chunks + sleeps - 1) // sleeps)
-    for i in range(chunks):
-        sock.sendall(data[i * n:(i + 1) * n] + (tail if i + 1 == chunks else b""))
-        if delay > 0 and i + 1 < chunks and (i + 1) % every == 0:
-            time.sleep(delay)
+    start = time.monotonic()
+    try:
+        for i in range(chunks):
+            sock.sendall(data[i * n:(i + 1) * n] + (tail if i + 1 == chunks else b""))
+            if delay > 0 and i + 1 < chunks and (i + 1) % every == 0:
+                time.sleep(delay)
+    finally:
+        # how long the fake itself took to dribble replies out: on a busy
+        # machine 200 KiB in 1-byte writes takes seconds of this process
+        ms = int((time.monotonic() - start) * 1000)
+        with LOCK:
+            STATS["split_send_ms"] = STATS.get("split_send_ms", 0) + ms
 
 
 # ---- client tracking (the near cache) --------------------------------------
