@@ -187,16 +187,6 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc,
         return;
     }
 
-    std::string_view tags[core::kMaxTags];
-    size_t ntags = 0;
-    if (!core::parse_tags(tag_list, tags, core::kMaxTags, ntags)) {
-        // stored without them, a purge of its tags would miss it
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "fly_cache: not storing a response with an invalid "
-                      "or too long \"%V\" header", &lcf->cache_tags_header);
-        return;
-    }
-
     core::ResponseFacts f;
     std::string vary, connection;
     response_facts(r, lcf, f, vary, connection);
@@ -226,6 +216,17 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc,
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "fly cache: not storing: %s",
                        std::string(core::verdict_name(d.verdict)).c_str());
+        return;
+    }
+
+    // (after the store rules: a refused response skips the tag array)
+    std::string_view tags[core::kMaxTags];
+    size_t ntags = 0;
+    if (!core::parse_tags(tag_list, tags, core::kMaxTags, ntags)) {
+        // stored without them, a purge of its tags would miss it
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "fly_cache: not storing a response with an invalid "
+                      "or too long \"%V\" header", &lcf->cache_tags_header);
         return;
     }
 
