@@ -29,10 +29,10 @@ ngx_http_output_header_filter_pt next_targeted_filter;
 ngx_http_output_body_filter_pt next_body_filter;
 
 // Gathers what the core's store rules need from the response headers,
-// and the origin's Date when it is valid (else `date` stays empty).
+// but Date and Expires (response_dates()).
 void response_facts(ngx_http_request_t *r, LocConf *lcf,
                     core::ResponseFacts &f, std::string &vary,
-                    std::string &connection, std::string_view &date)
+                    std::string &connection)
 {
     f.status = static_cast<int>(r->headers_out.status);
     f.now = ngx_time();
@@ -57,14 +57,6 @@ void response_facts(ngx_http_request_t *r, LocConf *lcf,
             core::parse_cache_control(v, targeted[0]);
         } else if (core::iequals(k, "CDN-Cache-Control")) {
             core::parse_cache_control(v, targeted[1]);
-        } else if (core::iequals(k, "Expires")) {
-            f.has_expires = true;
-            f.expires_valid = core::parse_http_date(v, f.expires);
-        } else if (core::iequals(k, "Date")) {
-            if (date.empty() && core::parse_http_date(v, f.date)) {
-                f.has_date = true;
-                date = v;
-            }
         } else if (core::iequals(k, "Age")) {
             core::parse_age(v, age);
         } else if (core::iequals(k, "Set-Cookie")) {
@@ -91,15 +83,9 @@ void response_facts(ngx_http_request_t *r, LocConf *lcf,
     f.age = age.seconds > 0 ? age.seconds : 0;
     f.age_invalid = age.invalid();
 
-    // proxy_pass consumes the origin's Date and Connection headers.
+    // proxy_pass consumes the origin's Connection header (and Date).
     if (r->upstream != nullptr) {
         ngx_http_upstream_headers_in_t &u = r->upstream->headers_in;
-        if (!f.has_date && u.date != nullptr
-            && core::parse_http_date(view(u.date->value), f.date))
-        {
-            f.has_date = true;
-            date = view(u.date->value);
-        }
         if (u.connection != nullptr) {
             if (!connection.empty()) {
                 connection.append(", ");
@@ -119,6 +105,36 @@ void response_facts(ngx_http_request_t *r, LocConf *lcf,
         f.request_forwarded = f.request_forwarded
                               || core::unkeyed_forwarding(view(h.key), vary);
     });
+}
+
+// Expires and the origin's Date when it is valid (else `date` stays
+// empty), parsed only for a response the store rules did not refuse.
+void response_dates(ngx_http_request_t *r, core::ResponseFacts &f,
+                    std::string_view &date)
+{
+    for_each_header(r->headers_out.headers, [&](ngx_table_elt_t &h) {
+        std::string_view k = view(h.key);
+        std::string_view v = view(h.value);
+        if (core::iequals(k, "Expires")) {
+            f.has_expires = true;
+            f.expires_valid = core::parse_http_date(v, f.expires);
+        } else if (core::iequals(k, "Date")) {
+            if (date.empty() && core::parse_http_date(v, f.date)) {
+                f.has_date = true;
+                date = v;
+            }
+        }
+    });
+    // proxy_pass consumes the origin's Date header.
+    if (r->upstream != nullptr) {
+        ngx_http_upstream_headers_in_t &u = r->upstream->headers_in;
+        if (!f.has_date && u.date != nullptr
+            && core::parse_http_date(view(u.date->value), f.date))
+        {
+            f.has_date = true;
+            date = view(u.date->value);
+        }
+    }
 }
 
 // The response's fly_cache_tags_header lines, joined with ", " into
@@ -171,20 +187,9 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc,
         return;
     }
 
-    std::string_view tags[core::kMaxTags];
-    size_t ntags = 0;
-    if (!core::parse_tags(tag_list, tags, core::kMaxTags, ntags)) {
-        // stored without them, a purge of its tags would miss it
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "fly_cache: not storing a response with an invalid "
-                      "or too long \"%V\" header", &lcf->cache_tags_header);
-        return;
-    }
-
     core::ResponseFacts f;
     std::string vary, connection;
-    std::string_view date;
-    response_facts(r, lcf, f, vary, connection, date);
+    response_facts(r, lcf, f, vary, connection);
 
     core::CachePolicy policy;
     if (lcf->cache_valid != nullptr) {
@@ -199,11 +204,29 @@ void begin_store(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc,
                       || r->headers_out.last_modified != nullptr
                       || r->headers_out.last_modified_time != -1;
 
-    core::StoreDecision d = core::decide_store(f, policy);
+    // A refused response (no-store, private, Set-Cookie, ...) stops here,
+    // before its dates are parsed.
+    core::StoreDecision d;
+    std::string_view date;
+    if (!core::store_refused(f, policy, d.verdict)) {
+        response_dates(r, f, date);
+        d = core::decide_store(f, policy);
+    }
     if (d.verdict != core::StoreVerdict::store) {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "fly cache: not storing: %s",
                        std::string(core::verdict_name(d.verdict)).c_str());
+        return;
+    }
+
+    // (after the store rules: a refused response skips the tag array)
+    std::string_view tags[core::kMaxTags];
+    size_t ntags = 0;
+    if (!core::parse_tags(tag_list, tags, core::kMaxTags, ntags)) {
+        // stored without them, a purge of its tags would miss it
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "fly_cache: not storing a response with an invalid "
+                      "or too long \"%V\" header", &lcf->cache_tags_header);
         return;
     }
 

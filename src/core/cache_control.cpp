@@ -189,14 +189,50 @@ bool digits(std::string_view s, size_t pos, size_t n, int &out)
     return true;
 }
 
+// Three letters (lower case) in one integer, so that a month or a day
+// name is found by integer compares rather than by string compares.
+constexpr uint32_t pack3(std::string_view s, size_t pos)
+{
+    return static_cast<uint32_t>(static_cast<unsigned char>(ascii_lower(s[pos]))) << 16
+           | static_cast<uint32_t>(static_cast<unsigned char>(ascii_lower(s[pos + 1]))) << 8
+           | static_cast<uint32_t>(static_cast<unsigned char>(ascii_lower(s[pos + 2])));
+}
+
+constexpr uint32_t kMonths3[12] = {
+    pack3(kMonths[0], 0), pack3(kMonths[1], 0), pack3(kMonths[2], 0),
+    pack3(kMonths[3], 0), pack3(kMonths[4], 0), pack3(kMonths[5], 0),
+    pack3(kMonths[6], 0), pack3(kMonths[7], 0), pack3(kMonths[8], 0),
+    pack3(kMonths[9], 0), pack3(kMonths[10], 0), pack3(kMonths[11], 0),
+};
+constexpr uint32_t kDays3[7] = {
+    pack3(kDays[0], 0), pack3(kDays[1], 0), pack3(kDays[2], 0), pack3(kDays[3], 0),
+    pack3(kDays[4], 0), pack3(kDays[5], 0), pack3(kDays[6], 0),
+};
+
 bool month(std::string_view s, size_t pos, int &out)
 {
     if (pos + 3 > s.size()) {
         return false;
     }
+    uint32_t v = pack3(s, pos);
     for (int m = 0; m < 12; m++) {
-        if (iequals(s.substr(pos, 3), kMonths[m])) {
+        if (v == kMonths3[m]) {
             out = m + 1;
+            return true;
+        }
+    }
+    return false;
+}
+
+// A three-letter day name ("Sun") at the start of `s`.
+bool day3(std::string_view s)
+{
+    if (s.size() < 3) {
+        return false;
+    }
+    uint32_t v = pack3(s, 0);
+    for (uint32_t d : kDays3) {
+        if (v == d) {
             return true;
         }
     }
@@ -271,7 +307,7 @@ bool to_unix(const Civil &c, int64_t &out)
 // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT"
 bool imf_fixdate(std::string_view s, Civil &c)
 {
-    return s.size() == 29 && one_of(s.substr(0, 3), kDays, 7) &&
+    return s.size() == 29 && day3(s) &&
            literal(s, 3, ", ") && digits(s, 5, 2, c.day) && literal(s, 7, " ") &&
            month(s, 8, c.month) && literal(s, 11, " ") && digits(s, 12, 4, c.year) &&
            literal(s, 16, " ") && time_of_day(s, 17, c) && literal(s, 25, " gmt");
@@ -300,7 +336,7 @@ bool rfc850_date(std::string_view s, Civil &c)
 // asctime-date: "Sun Nov  6 08:49:37 1994" (day as 2DIGIT or SP DIGIT)
 bool asctime_date(std::string_view s, Civil &c)
 {
-    if (s.size() != 24 || !one_of(s.substr(0, 3), kDays, 7) || !literal(s, 3, " ") ||
+    if (s.size() != 24 || !day3(s) || !literal(s, 3, " ") ||
         !month(s, 4, c.month) || !literal(s, 7, " ")) {
         return false;
     }

@@ -3,6 +3,8 @@
 #include "core/http_text.hpp"
 #include "core/cache_entry.hpp"
 
+#include <cstring>
+
 namespace fly::core {
 
 namespace {
@@ -132,24 +134,36 @@ bool valid_generation(std::string_view g)
 
 // ---- writing ----
 
-void put_u8(std::string &out, uint8_t v) { out += static_cast<char>(v); }
-
-void put_u16(std::string &out, uint16_t v)
+// Big-endian fields written at a cursor into room sized in advance.
+char *put_u8(char *p, uint8_t v)
 {
-    put_u8(out, static_cast<uint8_t>(v >> 8));
-    put_u8(out, static_cast<uint8_t>(v));
+    *p = static_cast<char>(v);
+    return p + 1;
 }
 
-void put_u32(std::string &out, uint32_t v)
+char *put_u16(char *p, uint16_t v)
 {
-    put_u16(out, static_cast<uint16_t>(v >> 16));
-    put_u16(out, static_cast<uint16_t>(v));
+    p[0] = static_cast<char>(v >> 8);
+    p[1] = static_cast<char>(v);
+    return p + 2;
 }
 
-void put_u64(std::string &out, uint64_t v)
+char *put_u32(char *p, uint32_t v)
 {
-    put_u32(out, static_cast<uint32_t>(v >> 32));
-    put_u32(out, static_cast<uint32_t>(v));
+    return put_u16(put_u16(p, static_cast<uint16_t>(v >> 16)), static_cast<uint16_t>(v));
+}
+
+char *put_u64(char *p, uint64_t v)
+{
+    return put_u32(put_u32(p, static_cast<uint32_t>(v >> 32)), static_cast<uint32_t>(v));
+}
+
+char *put_bytes(char *p, std::string_view v)
+{
+    if (!v.empty()) {
+        std::memcpy(p, v.data(), v.size());
+    }
+    return p + v.size();
 }
 
 void patch_u32(std::string &out, size_t at, uint32_t v)
@@ -300,36 +314,41 @@ bool begin_entry(const EntryMeta &meta, const EntryHeader *headers, size_t n,
         tag_bytes += 2 + tags[i].size();
     }
 
+    // The exact size, then one cursor over it (no per-byte appends).
+    size_t size = kFixedLen + (meta.version == 2 ? 8 : 0) + n * 6 + total
+                  + (meta.version == 2 ? 2 + tag_bytes : 0) + kTrailerLen;
     out.clear();
-    out.reserve(min_len(meta.version) + n * 6 + total + tag_bytes);
-    out.append(kMagic, 4);
-    put_u8(out, meta.version);
-    put_u8(out, meta.flags);
-    put_u16(out, meta.status);
-    put_u64(out, static_cast<uint64_t>(meta.stored));
-    put_u32(out, meta.ttl);
-    put_u32(out, meta.age);
-    put_u32(out, meta.swr);
-    put_u32(out, meta.sie);
-    put_u16(out, static_cast<uint16_t>(n));
+    out.resize(size);
+    char *p = out.data();
+    p = put_bytes(p, {kMagic, 4});
+    p = put_u8(p, meta.version);
+    p = put_u8(p, meta.flags);
+    p = put_u16(p, meta.status);
+    p = put_u64(p, static_cast<uint64_t>(meta.stored));
+    p = put_u32(p, meta.ttl);
+    p = put_u32(p, meta.age);
+    p = put_u32(p, meta.swr);
+    p = put_u32(p, meta.sie);
+    p = put_u16(p, static_cast<uint16_t>(n));
     if (meta.version == 2) {
-        put_u64(out, meta.epoch);
+        p = put_u64(p, meta.epoch);
     }
     for (size_t i = 0; i < n; i++) {
-        put_u16(out, static_cast<uint16_t>(headers[i].name.size()));
-        out.append(headers[i].name);
-        put_u32(out, static_cast<uint32_t>(headers[i].value.size()));
-        out.append(headers[i].value);
+        p = put_u16(p, static_cast<uint16_t>(headers[i].name.size()));
+        p = put_bytes(p, headers[i].name);
+        p = put_u32(p, static_cast<uint32_t>(headers[i].value.size()));
+        p = put_bytes(p, headers[i].value);
     }
     if (meta.version == 2) {
-        put_u16(out, static_cast<uint16_t>(ntags));
+        p = put_u16(p, static_cast<uint16_t>(ntags));
         for (size_t i = 0; i < ntags; i++) {
-            put_u16(out, static_cast<uint16_t>(tags[i].size()));
-            out.append(tags[i]);
+            p = put_u16(p, static_cast<uint16_t>(tags[i].size()));
+            p = put_bytes(p, tags[i]);
         }
     }
-    put_u32(out, fnv1a(out.data(), out.size()));
-    put_u32(out, 0);   // blen, patched by finish_entry()
+    p = put_u32(p, fnv1a(out.data(), static_cast<size_t>(p - out.data())));
+    p = put_u32(p, 0);   // blen, patched by finish_entry()
+    out.resize(static_cast<size_t>(p - out.data()));   // == size
     return true;
 }
 

@@ -242,6 +242,12 @@ StoreDecision decide_store(const ResponseFacts &f, const CachePolicy &p)
     return d;
 }
 
+bool store_refused(const ResponseFacts &f, const CachePolicy &p,
+                   StoreVerdict &why)
+{
+    return refusal(f, p, why);
+}
+
 std::string_view verdict_name(StoreVerdict v)
 {
     switch (v) {

@@ -102,6 +102,12 @@ struct StoreDecision {
 // The rules of RFC 9111 for a shared cache, with fly_cache_valid as the
 // freshness of responses that give none of their own, then min/max ttl.
 StoreDecision decide_store(const ResponseFacts &facts, const CachePolicy &policy);
+// The refusals of decide_store() alone (RFC 9111 3: status, no-store,
+// private, Set-Cookie, ...): true and `why` when the response must not be
+// stored.  They read neither Date nor Expires, so a caller may check them
+// before it parses those (decide_store() checks them again).
+bool store_refused(const ResponseFacts &facts, const CachePolicy &policy,
+                   StoreVerdict &why);
 
 // Short reason for logs ("no-store", "private", ...).
 std::string_view verdict_name(StoreVerdict v);

@@ -391,6 +391,34 @@ void test_http_date_forms(void **)
     assert_int_equal(date_of("Mon, 06 Nov 1994 08:49:37 GMT"), 784111777);
 }
 
+// Every month and day name (found by packed three-letter compares), in
+// any case; a name one letter off is no name.
+void test_http_date_names(void **)
+{
+    static const char *const months[12] = {"Jan", "FEB", "mar", "Apr", "mAY", "Jun",
+                                           "jul", "AUG", "Sep", "oCt", "Nov", "DEC"};
+    static const int64_t firsts[12] = {1704067200, 1706745600, 1709251200, 1711929600,
+                                       1714521600, 1717200000, 1719792000, 1722470400,
+                                       1725148800, 1727740800, 1730419200, 1733011200};
+    for (int m = 0; m < 12; m++) {
+        std::string d = std::string("Mon, 01 ") + months[m] + " 2024 00:00:00 GMT";
+        assert_int_equal(date_of(d), firsts[m]);   // 2024-MM-01
+        std::string a = std::string("Mon ") + months[m] + "  1 00:00:00 2024";
+        assert_int_equal(date_of(a), firsts[m]);
+    }
+    for (const char *day : {"Mon", "TUE", "wed", "Thu", "fRi", "Sat", "sun"}) {
+        assert_int_equal(date_of(std::string(day) + ", 06 Nov 1994 08:49:37 GMT"), 784111777);
+        assert_int_equal(date_of(std::string(day) + " Nov  6 08:49:37 1994"), 784111777);
+    }
+    date_fails("Sun, 06 Nob 1994 08:49:37 GMT");
+    date_fails("Sun, 06 Mov 1994 08:49:37 GMT");
+    date_fails("Sun, 06 No\x80 1994 08:49:37 GMT");
+    date_fails("Sux, 06 Nov 1994 08:49:37 GMT");
+    date_fails("Tun, 06 Nov 1994 08:49:37 GMT");
+    date_fails("Su\xee, 06 Nov 1994 08:49:37 GMT");
+    date_fails("Sux Nov  6 08:49:37 1994");
+}
+
 void test_http_date_rfc850_years(void **)
 {
     assert_int_equal(date_of("Thursday, 01-Jan-70 00:00:00 GMT"), 0);
@@ -462,6 +490,7 @@ int main()
         cmocka_unit_test(test_select_targeted),
         cmocka_unit_test(test_age),
         cmocka_unit_test(test_http_date_forms),
+        cmocka_unit_test(test_http_date_names),
         cmocka_unit_test(test_http_date_rfc850_years),
         cmocka_unit_test(test_http_date_garbage),
     };

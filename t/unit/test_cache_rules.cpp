@@ -49,10 +49,65 @@ void stored(const ResponseFacts &f, int64_t ttl, const CachePolicy &p = kNoPolic
     expect(f, p, StoreVerdict::store, ttl);
 }
 
+// Verdicts decided on freshness (Date, Expires, max-age, fly_cache_valid),
+// which store_refused() leaves to decide_store().
+bool freshness_verdict(StoreVerdict v)
+{
+    return v == StoreVerdict::store || v == StoreVerdict::no_freshness
+           || v == StoreVerdict::expired;
+}
+
 void refused(const ResponseFacts &f, StoreVerdict v, const CachePolicy &p = kNoPolicy)
 {
     expect(f, p, v);
     assert_int_equal(decide_store(f, p).ttl, 0);
+    // the early check (before the dates are parsed) agrees
+    StoreVerdict why = StoreVerdict::store;
+    bool early = store_refused(f, p, why);
+    assert_int_equal(early, !freshness_verdict(v));
+    if (early) {
+        assert_int_equal(static_cast<int>(why), static_cast<int>(v));
+    }
+}
+
+// ---- the early refusal check ----
+
+// store_refused() reads neither Date nor Expires: a response it lets
+// through is decided by decide_store() on its freshness, and one it
+// refuses is refused whatever its dates say.
+void test_store_refused_ignores_dates(void **)
+{
+    StoreVerdict why = StoreVerdict::store;
+    ResponseFacts f = facts("max-age=60");
+    assert_false(store_refused(f, kNoPolicy, why));
+    stored(f, 60);
+
+    // no Date, an Expires already past: not a refusal, expired on freshness
+    ResponseFacts e = facts();
+    e.has_date = false;
+    e.has_expires = true;
+    e.expires_valid = true;
+    e.expires = kNow - 10;
+    assert_false(store_refused(e, kNoPolicy, why));
+    refused(e, StoreVerdict::expired);
+
+    // nothing says how long: not a refusal either
+    ResponseFacts n = facts();
+    assert_false(store_refused(n, kNoPolicy, why));
+    refused(n, StoreVerdict::no_freshness);
+
+    // no-store with an Expires far ahead: refused before any date
+    ResponseFacts s = facts("no-store");
+    s.has_date = false;
+    s.has_expires = true;
+    s.expires_valid = true;
+    s.expires = kNow + 3600;
+    assert_true(store_refused(s, kNoPolicy, why));
+    assert_int_equal(static_cast<int>(why), static_cast<int>(StoreVerdict::no_store));
+    ResponseFacts c = facts("max-age=60");
+    c.has_set_cookie = true;
+    assert_true(store_refused(c, kNoPolicy, why));
+    assert_int_equal(static_cast<int>(why), static_cast<int>(StoreVerdict::set_cookie));
 }
 
 // ---- statuses ----
@@ -811,6 +866,7 @@ int main()
         cmocka_unit_test(test_vary_names),
         cmocka_unit_test(test_append_vary_part),
         cmocka_unit_test(test_build_variant_key),
+        cmocka_unit_test(test_store_refused_ignores_dates),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
