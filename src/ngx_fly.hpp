@@ -148,6 +148,10 @@ struct LocConf {
     ngx_uint_t cache_use_stale;         // core::stale_bit()s; UNSET_UINT
     time_t cache_stale;                 // fly_cache_stale; -1 = not set
 
+    // the fill lock (ngx_fly_cache_lock.cpp)
+    ngx_flag_t cache_lock;              // fly_cache_lock
+    ngx_msec_t cache_lock_timeout;      // fly_cache_lock_timeout
+
     // read your writes (ngx_fly_conf_pg.cpp, ngx_fly_consistency.cpp)
     ngx_uint_t consistency;             // core::ConsistencyMode
     ngx_msec_t consistency_wait;

@@ -13,6 +13,7 @@
 #include "core/http_text.hpp"
 #include "core/tombstone.hpp"
 #include "core/cache_entry.hpp"
+#include "ngx_fly_event.hpp"
 
 #include <string>
 #include <vector>
@@ -64,6 +65,16 @@ struct CacheCtx {
     bool substituting;           // the body filter sends `substitute`
     bool substitute_sent;        // ... and has sent it
     std::string_view substitute; // the stored body (into cc->reply)
+
+    // The fill lock (ngx_fly_cache_lock.cpp): a MISS with fly_cache_lock
+    // on takes the region's lock of the key, or waits for its holder.
+    bool lock_tried;             // taken or waited for once: not again
+    bool lock_held;              // this request fills; release it
+    RedisOp *lock_op;            // pending SET NX of the lock
+    struct LockWatch *watch;     // waiting: the worker's poll of the key
+    Event lock_timer;            // waiting: fly_cache_lock_timeout
+    std::string lock_key;
+    std::string lock_token;
 };
 
 // The request's value of header `name` (lower case), lines joined
@@ -113,6 +124,31 @@ inline int64_t now_ms()
 
 // ngx_fly_cache_fill.cpp: installs the header and body filters.
 void cache_filters_init();
+
+// ---- ngx_fly_cache_lookup.cpp (for the lock) ------------------------
+
+// The parked lookup ends without a HIT: the phases resume (status `s`;
+// `store`: a fill may follow).
+void lookup_finish(ngx_http_request_t *r, CacheCtx *cc, CacheStatus s,
+                   bool store);
+// The parked lookup starts again from the GET of the key (a waiter whose
+// lock holder is done).
+void lookup_again(ngx_http_request_t *r, CacheCtx *cc);
+
+// ---- ngx_fly_cache_lock.cpp ------------------------------------------
+
+// A MISS that may be stored, fly_cache_lock on: SET NX of the key's lock
+// in the regional Redis.  Taken: the request fills (lookup_finish MISS);
+// held by another: the request waits, answered after that fill by
+// lookup_again() or, at fly_cache_lock_timeout, sent to the app without
+// storing; Redis failing: MISS as without the lock.  False when the SET
+// cannot be sent (the caller goes on as without the lock).
+bool lock_try(ngx_http_request_t *r, CacheCtx *cc);
+// The holder is done (stored, not storable, failed): the lock goes, if
+// it is still this request's.  No-op for others.
+void lock_release(ngx_http_request_t *r, CacheCtx *cc) noexcept;
+// The request goes (pool cleanup): stops waiting, releases.
+void lock_cleanup(CacheCtx *cc) noexcept;
 
 // ---- ngx_fly_cache_send.cpp ------------------------------------------
 
@@ -169,6 +205,7 @@ struct Script {
 };
 extern Script fill_script;
 extern Script invalidate_script;
+extern Script unlock_script;
 
 void scripts_init();            // postconfiguration
 
