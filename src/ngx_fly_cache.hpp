@@ -70,6 +70,8 @@ struct CacheCtx {
     // on takes the region's lock of the key, or waits for its holder.
     bool lock_tried;             // taken or waited for once: not again
     bool lock_held;              // this request fills; release it
+    bool lock_updating;          // for an expired entry: held elsewhere
+                                 // means UPDATING, not a wait
     RedisOp *lock_op;            // pending SET NX of the lock
     struct LockWatch *watch;     // waiting: the worker's poll of the key
     Event lock_timer;            // waiting: fly_cache_lock_timeout
@@ -131,6 +133,10 @@ void cache_filters_init();
 // `store`: a fill may follow).
 void lookup_finish(ngx_http_request_t *r, CacheCtx *cc, CacheStatus s,
                    bool store);
+// An expired entry (in cc->reply) that may be served while another
+// request refreshes it: `updating` (the lock is held elsewhere) sends it
+// as UPDATING; otherwise this request refreshes it (EXPIRED).
+void lookup_updating(ngx_http_request_t *r, CacheCtx *cc, bool updating);
 // The parked lookup starts again from the GET of the key (a waiter whose
 // lock holder is done).
 void lookup_again(ngx_http_request_t *r, CacheCtx *cc);
@@ -165,8 +171,10 @@ ngx_int_t stored_response_headers(ngx_http_request_t *r,
 // when the request's preconditions say so, or (nginx's range filter) the
 // ranges asked for.  The body points into the entry's bytes, which must
 // outlive the response (cc->reply, freed by the request pool's cleanup).
+// `s`: HIT, or UPDATING for an expired entry another request refreshes.
 ngx_int_t send_hit(ngx_http_request_t *r, RequestCtx *ctx,
-                   const core::EntryView &e);
+                   const core::EntryView &e,
+                   CacheStatus s = CacheStatus::hit);
 
 // ---- ngx_fly_cache_stale.cpp -----------------------------------------
 
@@ -191,6 +199,10 @@ ngx_int_t substitute_response(ngx_http_request_t *r, LocConf *lcf,
 // nothing to pass on).  NGX_ERROR on no memory.
 ngx_int_t substitute_body(ngx_http_request_t *r, CacheCtx *cc,
                           ngx_chain_t *&in);
+
+// May the expired (or soft-purged) entry `e` be served as UPDATING while
+// another request refreshes it (core::may_serve_updating)?
+bool updating_allowed(LocConf *lcf, const core::EntryView &e);
 
 // Redis TTL of an entry being filled (core::keep_seconds).
 int64_t entry_keep(LocConf *lcf, const core::EntryMeta &m, bool validators);

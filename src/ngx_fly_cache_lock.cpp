@@ -14,6 +14,10 @@
 //     Each waiter has its own timer (fly_cache_lock_timeout): then it goes
 //     to the app and does not store;
 //   - Redis failing or slow: the request goes on as without the lock.
+// An expired entry within its stale-while-revalidate window (or
+// fly_cache_use_stale updating) takes the same lock: the holder refreshes
+// the entry (EXPIRED, revalidated when it can be), the others are answered
+// from it at once as UPDATING (lookup_updating), nobody waits.
 // Nothing here ever fails a request.
 #include "ngx_fly_cache.hpp"
 #include "ngx_fly_redis.hpp"
@@ -194,23 +198,36 @@ void on_lock(void *data, redisReply *reply) noexcept
             cc->lock_held = true;
             ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
                            "fly cache: fill lock taken");
-            lookup_finish(r, cc, CacheStatus::miss, true);
+            if (cc->lock_updating) {
+                lookup_updating(r, cc, false);      // we refresh it
+            } else {
+                lookup_finish(r, cc, CacheStatus::miss, true);
+            }
         } else if (reply != nullptr && reply->type == REDIS_REPLY_NIL) {
-            wait_for(r, cc);
+            if (cc->lock_updating) {
+                lookup_updating(r, cc, true);       // UPDATING
+            } else {
+                wait_for(r, cc);
+            }
         } else {
+            // Redis failing: as without the lock (fail open)
             if (reply != nullptr && log_allowed(&log_slot_lock)) {
                 ngx_log_error(NGX_LOG_ERR, c->log, 0,
                               "fly_cache: Redis answered SET of a fill lock "
                               "with %s", reply->type == REDIS_REPLY_ERROR
                                              ? reply->str : "something else");
             }
-            lookup_finish(r, cc, CacheStatus::miss, true);   // fail open
+            if (cc->lock_updating) {
+                lookup_updating(r, cc, false);
+            } else {
+                lookup_finish(r, cc, CacheStatus::miss, true);
+            }
         }
     } catch (const std::exception &e) {
         ngx_log_error(NGX_LOG_ERR, c->log, 0, "fly_cache: %s", e.what());
         leave_watch(cc);
         cc->lock_timer.disarm();
-        lookup_finish(r, cc, CacheStatus::miss, true);
+        lookup_finish(r, cc, CacheStatus::error, false);
     }
     ngx_http_run_posted_requests(c);
 }

@@ -165,9 +165,22 @@ void hit(ngx_http_request_t *r, CacheCtx *cc, const core::EntryView &e)
 
 // EXPIRED (or soft-purged): revalidated with a conditional request when
 // possible; kept for a 304, a stale answer or a 504 when it may serve.
+// Within its stale-while-revalidate (or fly_cache_use_stale updating)
+// window, the entry's lock decides: its holder refreshes, the others of
+// the region get the entry as UPDATING (ngx_fly_cache_lock.cpp).
 void expired(ngx_http_request_t *r, CacheCtx *cc, const core::EntryView &e)
 {
-    prepare_expired(r, loc_conf(r), cc, e);
+    LocConf *lcf = loc_conf(r);
+    if (!cc->lock_tried
+        && (r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD))
+        && updating_allowed(lcf, e))
+    {
+        cc->lock_updating = true;
+        if (lock_try(r, cc)) {
+            return;              // lookup_updating() follows
+        }
+    }
+    prepare_expired(r, lcf, cc, e);
     finish(r, cc, CacheStatus::expired, true);
 }
 
@@ -682,6 +695,31 @@ void lookup_finish(ngx_http_request_t *r, CacheCtx *cc, CacheStatus s,
                    bool store)
 {
     finish(r, cc, s, store);
+}
+
+void lookup_updating(ngx_http_request_t *r, CacheCtx *cc, bool updating)
+{
+    core::EntryView e;
+    if (cc->reply == nullptr
+        || core::decode_entry(std::string_view(cc->reply, cc->reply_len), e)
+               != core::DecodeError::none)
+    {
+        finish(r, cc, CacheStatus::error, false);    // cannot happen
+        return;
+    }
+    if (!updating) {
+        prepare_expired(r, loc_conf(r), cc, e);
+        finish(r, cc, CacheStatus::expired, true);
+        return;
+    }
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: UPDATING: another request refreshes the entry");
+    cc->waiting = false;
+    cc->want_store = false;
+    r->main->count--;
+    r->write_event_handler = ngx_http_request_empty_handler;
+    ngx_http_finalize_request(r, send_hit(r, get_ctx(r), e,
+                                          CacheStatus::updating));
 }
 
 void lookup_again(ngx_http_request_t *r, CacheCtx *cc)

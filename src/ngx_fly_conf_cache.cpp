@@ -154,8 +154,8 @@ char *set_tags_header(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept
 // fly_cache_control_header names a field that stands in for Cache-Control.
 ngx_str_t cache_control_name = ngx_string("Cache-Control");
 
-// fly_cache_use_stale error | timeout | http_500 | http_502 | http_503 |
-// http_504 ... | off;
+// fly_cache_use_stale error | timeout | updating | http_500 | http_502 |
+// http_503 | http_504 ... | off;
 char *set_use_stale(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept
 {
     auto *lcf = static_cast<LocConf *>(conf);
@@ -183,6 +183,10 @@ char *set_use_stale(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept
             continue;
         }
         bool known = false;
+        if (a == "updating") {
+            bits |= core::kUseStaleUpdating;
+            continue;
+        }
         for (const auto &c : kCauses) {
             if (a == c.name) {
                 bits |= core::stale_bit(c.cause);
@@ -191,12 +195,8 @@ char *set_use_stale(ngx_conf_t *cf, ngx_command_t *, void *conf) noexcept
         }
         if (!known) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               a == "updating"
-                                   ? "\"updating\" of \"fly_cache_use_stale\" "
-                                     "is not supported yet"
-                                   : "invalid value \"%V\" in "
-                                     "\"fly_cache_use_stale\"",
-                               &args[i]);
+                               "invalid value \"%V\" in "
+                               "\"fly_cache_use_stale\"", &args[i]);
             return static_cast<char *>(NGX_CONF_ERROR);
         }
     }
