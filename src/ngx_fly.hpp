@@ -148,6 +148,10 @@ struct LocConf {
     ngx_uint_t cache_use_stale;         // core::stale_bit()s; UNSET_UINT
     time_t cache_stale;                 // fly_cache_stale; -1 = not set
 
+    // the fill lock (ngx_fly_cache_lock.cpp)
+    ngx_flag_t cache_lock;              // fly_cache_lock
+    ngx_msec_t cache_lock_timeout;      // fly_cache_lock_timeout
+
     // read your writes (ngx_fly_conf_pg.cpp, ngx_fly_consistency.cpp)
     ngx_uint_t consistency;             // core::ConsistencyMode
     ngx_msec_t consistency_wait;
@@ -311,6 +315,21 @@ char *set_replay_forward(ngx_conf_t *cf, ngx_command_t *cmd,
                          void *conf) noexcept;
 void init_replay_conf(LocConf *lcf);
 char *merge_replay_conf(ngx_conf_t *cf, LocConf *prev, LocConf *conf);
+
+// ngx_fly_conf_cache.cpp: the fly_cache* directive handlers and the cache's
+// part of create/merge (the command table is in ngx_fly_conf.cpp)
+char *set_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept;
+char *set_cache_methods(ngx_conf_t *cf, ngx_command_t *cmd,
+                        void *conf) noexcept;
+char *set_cache_valid(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept;
+char *set_header_name(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept;
+char *set_tags_header(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept;
+char *set_use_stale(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept;
+char *set_ttl(ngx_conf_t *cf, ngx_command_t *cmd, void *conf) noexcept;
+// fly_cache_control_header refuses this name (Cache-Control itself).
+extern ngx_str_t cache_control_name;
+void init_cache_conf(LocConf *lcf);
+char *merge_cache_conf(ngx_conf_t *cf, LocConf *prev, LocConf *conf);
 
 // ngx_fly_conf_pg.cpp: fly_postgres*, fly_consistency*, fly_replica_max_lag
 // (the command table is in ngx_fly_conf.cpp)

@@ -13,6 +13,7 @@
 #include "core/http_text.hpp"
 #include "core/tombstone.hpp"
 #include "core/cache_entry.hpp"
+#include "ngx_fly_event.hpp"
 
 #include <string>
 #include <vector>
@@ -64,6 +65,18 @@ struct CacheCtx {
     bool substituting;           // the body filter sends `substitute`
     bool substitute_sent;        // ... and has sent it
     std::string_view substitute; // the stored body (into cc->reply)
+
+    // The fill lock (ngx_fly_cache_lock.cpp): a MISS with fly_cache_lock
+    // on takes the region's lock of the key, or waits for its holder.
+    bool lock_tried;             // taken or waited for once: not again
+    bool lock_held;              // this request fills; release it
+    bool lock_updating;          // for an expired entry: held elsewhere
+                                 // means UPDATING, not a wait
+    RedisOp *lock_op;            // pending SET NX of the lock
+    struct LockWatch *watch;     // waiting: the worker's poll of the key
+    Event lock_timer;            // waiting: fly_cache_lock_timeout
+    std::string lock_key;
+    std::string lock_token;
 };
 
 // The request's value of header `name` (lower case), lines joined
@@ -114,6 +127,35 @@ inline int64_t now_ms()
 // ngx_fly_cache_fill.cpp: installs the header and body filters.
 void cache_filters_init();
 
+// ---- ngx_fly_cache_lookup.cpp (for the lock) ------------------------
+
+// The parked lookup ends without a HIT: the phases resume (status `s`;
+// `store`: a fill may follow).
+void lookup_finish(ngx_http_request_t *r, CacheCtx *cc, CacheStatus s,
+                   bool store);
+// An expired entry (in cc->reply) that may be served while another
+// request refreshes it: `updating` (the lock is held elsewhere) sends it
+// as UPDATING; otherwise this request refreshes it (EXPIRED).
+void lookup_updating(ngx_http_request_t *r, CacheCtx *cc, bool updating);
+// The parked lookup starts again from the GET of the key (a waiter whose
+// lock holder is done).
+void lookup_again(ngx_http_request_t *r, CacheCtx *cc);
+
+// ---- ngx_fly_cache_lock.cpp ------------------------------------------
+
+// A MISS that may be stored, fly_cache_lock on: SET NX of the key's lock
+// in the regional Redis.  Taken: the request fills (lookup_finish MISS);
+// held by another: the request waits, answered after that fill by
+// lookup_again() or, at fly_cache_lock_timeout, sent to the app without
+// storing; Redis failing: MISS as without the lock.  False when the SET
+// cannot be sent (the caller goes on as without the lock).
+bool lock_try(ngx_http_request_t *r, CacheCtx *cc);
+// The holder is done (stored, not storable, failed): the lock goes, if
+// it is still this request's.  No-op for others.
+void lock_release(ngx_http_request_t *r, CacheCtx *cc) noexcept;
+// The request goes (pool cleanup): stops waiting, releases.
+void lock_cleanup(CacheCtx *cc) noexcept;
+
 // ---- ngx_fly_cache_send.cpp ------------------------------------------
 
 // Sets r->headers_out (which must be clean) to the stored response `e`
@@ -129,8 +171,10 @@ ngx_int_t stored_response_headers(ngx_http_request_t *r,
 // when the request's preconditions say so, or (nginx's range filter) the
 // ranges asked for.  The body points into the entry's bytes, which must
 // outlive the response (cc->reply, freed by the request pool's cleanup).
+// `s`: HIT, or UPDATING for an expired entry another request refreshes.
 ngx_int_t send_hit(ngx_http_request_t *r, RequestCtx *ctx,
-                   const core::EntryView &e);
+                   const core::EntryView &e,
+                   CacheStatus s = CacheStatus::hit);
 
 // ---- ngx_fly_cache_stale.cpp -----------------------------------------
 
@@ -156,6 +200,10 @@ ngx_int_t substitute_response(ngx_http_request_t *r, LocConf *lcf,
 ngx_int_t substitute_body(ngx_http_request_t *r, CacheCtx *cc,
                           ngx_chain_t *&in);
 
+// May the expired (or soft-purged) entry `e` be served as UPDATING while
+// another request refreshes it (core::may_serve_updating)?
+bool updating_allowed(LocConf *lcf, const core::EntryView &e);
+
 // Redis TTL of an entry being filled (core::keep_seconds).
 int64_t entry_keep(LocConf *lcf, const core::EntryMeta &m, bool validators);
 
@@ -169,6 +217,7 @@ struct Script {
 };
 extern Script fill_script;
 extern Script invalidate_script;
+extern Script unlock_script;
 
 void scripts_init();            // postconfiguration
 

@@ -424,6 +424,9 @@ ngx_int_t header_filter(ngx_http_request_t *r) noexcept
         }
         cc->want_store = false;
     }
+    if (!cc->capturing) {
+        lock_release(r, cc);     // nothing will be stored: waiters go on
+    }
     return next_header_filter(r);
 }
 
@@ -447,10 +450,13 @@ ngx_int_t targeted_filter(ngx_http_request_t *r) noexcept
     return next_targeted_filter(r);
 }
 
+// The capture ends (the entry is sent to Redis, or is not storable):
+// the fill lock goes (after the fill: the same connection, in order).
 void stop_capture(CacheCtx *cc)
 {
     cc->capturing = false;
     std::string().swap(cc->entry);
+    lock_release(cc->r, cc);
 }
 
 // What the fill script answered (the request may be gone): `data` is

@@ -54,6 +54,7 @@ void free_reply(CacheCtx *cc)
 void cache_cleanup(void *data) noexcept
 {
     auto *cc = static_cast<CacheCtx *>(data);
+    lock_cleanup(cc);
     for (RedisOp **op : {&cc->op, &cc->epoch_op}) {
         if (*op != nullptr) {
             RedisClient::cancel(*op);
@@ -83,6 +84,7 @@ void on_base(void *data, redisReply *reply) noexcept;
 void on_epoch(void *data, redisReply *reply) noexcept;
 void on_variant(void *data, redisReply *reply) noexcept;
 void on_tags(void *data, redisReply *reply) noexcept;
+bool send_lookup(ngx_http_request_t *r, CacheCtx *cc);
 
 RedisOp *send_get(ngx_http_request_t *r, CacheCtx *cc, std::string_view key,
                   RedisCallback cb)
@@ -124,6 +126,18 @@ void finish(ngx_http_request_t *r, CacheCtx *cc, CacheStatus s, bool store)
     resume(r, cc);
 }
 
+// A MISS: with fly_cache_lock, one request of the region fills the key
+// and the others wait for it (ngx_fly_cache_lock.cpp).
+void miss(ngx_http_request_t *r, CacheCtx *cc, bool store)
+{
+    if (store && loc_conf(r)->cache_lock && !cc->lock_tried
+        && lock_try(r, cc))
+    {
+        return;
+    }
+    finish(r, cc, CacheStatus::miss, store);
+}
+
 // HIT: the body is sent from the reply's bytes, kept until the request ends.
 // The entry is valid at the epoch the lookup read (its own, or its tag
 // records said so): it may enter the near cache at that epoch.
@@ -151,9 +165,22 @@ void hit(ngx_http_request_t *r, CacheCtx *cc, const core::EntryView &e)
 
 // EXPIRED (or soft-purged): revalidated with a conditional request when
 // possible; kept for a 304, a stale answer or a 504 when it may serve.
+// Within its stale-while-revalidate (or fly_cache_use_stale updating)
+// window, the entry's lock decides: its holder refreshes, the others of
+// the region get the entry as UPDATING (ngx_fly_cache_lock.cpp).
 void expired(ngx_http_request_t *r, CacheCtx *cc, const core::EntryView &e)
 {
-    prepare_expired(r, loc_conf(r), cc, e);
+    LocConf *lcf = loc_conf(r);
+    if (!cc->lock_tried
+        && (r->method & (NGX_HTTP_GET | NGX_HTTP_HEAD))
+        && updating_allowed(lcf, e))
+    {
+        cc->lock_updating = true;
+        if (lock_try(r, cc)) {
+            return;              // lookup_updating() follows
+        }
+    }
+    prepare_expired(r, lcf, cc, e);
     finish(r, cc, CacheStatus::expired, true);
 }
 
@@ -253,14 +280,14 @@ void on_tombstone(ngx_http_request_t *r, CacheCtx *cc, std::string_view data,
                           "bytes) for key \"%*s\"", data.size(),
                           (int) cc->key.size(), cc->key.data());
         }
-        finish(r, cc, CacheStatus::miss, true);
+        miss(r, cc, true);
         return;
     }
     bool pass = core::fence_allows(t, cc->fence);
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "fly cache: tombstone, %s",
                    pass ? "the fill may pass it" : "fill fenced");
-    finish(r, cc, CacheStatus::miss, pass);
+    miss(r, cc, pass);
 }
 
 // A fresh entry stored before the last tag purge: its tag records say.
@@ -299,7 +326,7 @@ void decide(ngx_http_request_t *r, CacheCtx *cc, ValueState state, bool variant)
         return;
     }
     if (state != kString) {
-        finish(r, cc, CacheStatus::miss, true);
+        miss(r, cc, true);
         return;
     }
 
@@ -320,13 +347,13 @@ void decide(ngx_http_request_t *r, CacheCtx *cc, ValueState state, bool variant)
                           core::decode_error_name(err).data(), data.size(),
                           (int) cc->key.size(), cc->key.data());
         }
-        finish(r, cc, CacheStatus::miss, true);
+        miss(r, cc, true);
         return;
     }
 
     if (e.meta.flags & core::kEntryVaryMarker) {
         if (variant || e.nheaders != 1) {
-            finish(r, cc, CacheStatus::miss, true);  // a marker under a marker
+            miss(r, cc, true);  // a marker under a marker
             return;
         }
         if (cc->near) {
@@ -427,7 +454,7 @@ void tags_reply(ngx_http_request_t *r, CacheCtx *cc, redisReply *reply)
         expired(r, cc, e);
         break;
     case core::TagVerdict::purged:
-        finish(r, cc, CacheStatus::miss, true);
+        miss(r, cc, true);
         break;
     }
 }
@@ -585,15 +612,7 @@ ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
             }
         }
         // Two commands written together: one round trip.
-        cc->op = send_get(r, cc, cc->key, on_base);
-        if (cc->op != nullptr) {
-            cc->epoch_op = send_get(r, cc, core::kEpochKey, on_epoch);
-        }
-        if (cc->epoch_op == nullptr) {
-            if (cc->op != nullptr) {
-                RedisClient::cancel(cc->op);
-                cc->op = nullptr;
-            }
+        if (!send_lookup(r, cc)) {
             ctx->cache_status = CacheStatus::error;
             return NGX_DECLINED;
         }
@@ -653,7 +672,72 @@ ngx_int_t precontent_handler(ngx_http_request_t *r) noexcept
     return NGX_DECLINED;
 }
 
+// Sends the GETs of the key and of the tag epoch; false if impossible.
+bool send_lookup(ngx_http_request_t *r, CacheCtx *cc)
+{
+    cc->op = send_get(r, cc, cc->key, on_base);
+    if (cc->op != nullptr) {
+        cc->epoch_op = send_get(r, cc, core::kEpochKey, on_epoch);
+    }
+    if (cc->epoch_op == nullptr) {
+        if (cc->op != nullptr) {
+            RedisClient::cancel(cc->op);
+            cc->op = nullptr;
+        }
+        return false;
+    }
+    return true;
+}
+
 }  // namespace
+
+void lookup_finish(ngx_http_request_t *r, CacheCtx *cc, CacheStatus s,
+                   bool store)
+{
+    finish(r, cc, s, store);
+}
+
+void lookup_updating(ngx_http_request_t *r, CacheCtx *cc, bool updating)
+{
+    core::EntryView e;
+    if (cc->reply == nullptr
+        || core::decode_entry(std::string_view(cc->reply, cc->reply_len), e)
+               != core::DecodeError::none)
+    {
+        finish(r, cc, CacheStatus::error, false);    // cannot happen
+        return;
+    }
+    if (!updating) {
+        prepare_expired(r, loc_conf(r), cc, e);
+        finish(r, cc, CacheStatus::expired, true);
+        return;
+    }
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: UPDATING: another request refreshes the entry");
+    cc->waiting = false;
+    cc->want_store = false;
+    r->main->count--;
+    r->write_event_handler = ngx_http_request_empty_handler;
+    ngx_http_finalize_request(r, send_hit(r, get_ctx(r), e,
+                                          CacheStatus::updating));
+}
+
+void lookup_again(ngx_http_request_t *r, CacheCtx *cc)
+{
+    free_reply(cc);
+    cc->base_state = kPending;
+    cc->lookup_variant = false;
+    cc->variant_key.clear();
+    cc->generation.clear();
+    cc->epoch_ok = false;
+    cc->epoch_str.clear();
+    cc->epoch = 0;
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: fill lock gone, looking up again");
+    if (!send_lookup(r, cc)) {
+        finish(r, cc, CacheStatus::error, false);
+    }
+}
 
 ngx_int_t cache_init(ngx_conf_t *cf)
 {

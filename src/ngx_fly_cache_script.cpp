@@ -59,6 +59,17 @@ if KEYS[4] then redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[4]) end
 return 0
 )lua", {}, {}};
 
+// The fill lock's release (ngx_fly_cache_lock.cpp): deletes the lock only
+// while it still holds this holder's token (it may have expired and been
+// taken by another request since).
+// KEYS: the lock; ARGV: the token.  Returns 1 (deleted) or 0.
+Script unlock_script = {"unlock", R"lua(
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+)lua", {}, {}};
+
 // An invalidation (primary Redis; the URL part also on the regional one):
 // with tags, INCR the epoch and set each tag record's hard or soft epoch
 // to it (the other one kept: a soft purge after a hard one must not
@@ -209,12 +220,14 @@ void forget_scripts(RedisClient *client) noexcept
 {
     set_loaded(fill_script, client, false);
     set_loaded(invalidate_script, client, false);
+    set_loaded(unlock_script, client, false);
 }
 
 void scripts_init()
 {
     compute_sha(fill_script);
     compute_sha(invalidate_script);
+    compute_sha(unlock_script);
 }
 
 ScriptCall *run_script(RedisClient *client, Script &script,

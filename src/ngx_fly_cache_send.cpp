@@ -184,16 +184,15 @@ ngx_int_t stored_response_headers(ngx_http_request_t *r,
 }
 
 ngx_int_t send_hit(ngx_http_request_t *r, RequestCtx *ctx,
-                   const core::EntryView &e)
+                   const core::EntryView &e, CacheStatus s)
 {
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-    ctx->cache_status = CacheStatus::hit;
+    ctx->cache_status = s;
 
     bool not_modified;
-    ngx_int_t rc = stored_response_headers(r, e, CacheStatus::hit, true,
-                                           not_modified);
+    ngx_int_t rc = stored_response_headers(r, e, s, true, not_modified);
     if (rc != NGX_OK) {
         return rc;
     }

@@ -232,6 +232,11 @@ int64_t entry_keep(LocConf *lcf, const core::EntryMeta &m, bool validators)
     return core::keep_seconds(m, stale_config(lcf), validators);
 }
 
+bool updating_allowed(LocConf *lcf, const core::EntryView &e)
+{
+    return core::may_serve_updating(e.meta, stale_config(lcf), ngx_time());
+}
+
 void prepare_expired(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc,
                      const core::EntryView &e)
 {

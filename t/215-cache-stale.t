@@ -220,13 +220,13 @@ qr/\[emerg\] "fly_cache_use_stale" directive has "off" with other values/
 qr{/conf/server\.conf:2$}m
 
 
-=== TEST 9: nginx -t: updating is not there yet; fly_cache_stale takes a time
+=== TEST 9: nginx -t: an unknown cause is refused (updating is t/217-cache-updating.t's)
 --- http_config eval: $main::HTTP
 --- config
-fly_cache_use_stale updating;
+fly_cache_use_stale error updatin;
 --- must_die
 --- error_log
-qr/\[emerg\] "updating" of "fly_cache_use_stale" is not supported yet/
+qr/\[emerg\] invalid value "updatin" in "fly_cache_use_stale"/
 qr{/conf/server\.conf:1$}m
 
 

@@ -48,6 +48,26 @@ bool may_serve_stale(const EntryMeta &m, const StaleConfig &c,
     return past < stale_window(m, c, cause);
 }
 
+int64_t updating_window(const EntryMeta &m, const StaleConfig &c)
+{
+    if (m.flags & kEntryNoStale) {
+        return 0;
+    }
+    int64_t own = m.swr;
+    int64_t configured = 0;
+    if ((c.use_stale & kUseStaleUpdating) && !(m.flags & kEntrySharedMaxAge)) {
+        configured = c.stale >= 0 ? c.stale : static_cast<int64_t>(m.swr);
+    }
+    return std::max(own, configured);
+}
+
+bool may_serve_updating(const EntryMeta &m, const StaleConfig &c, int64_t now)
+{
+    int64_t end = m.stored + static_cast<int64_t>(m.ttl);
+    int64_t past = now > end ? now - end : 0;
+    return past < updating_window(m, c);
+}
+
 bool must_answer_504(const EntryMeta &m, StaleCause cause)
 {
     return (m.flags & kEntryMustRevalidate)

@@ -41,6 +41,9 @@ constexpr uint32_t stale_bit(StaleCause c)
     return 1u << static_cast<unsigned>(c);
 }
 
+// fly_cache_use_stale updating: not a failure, its own bit.
+constexpr uint32_t kUseStaleUpdating = 1u << 8;
+
 struct StaleConfig {
     uint32_t use_stale = 0;         // stale_bit() of each fly_cache_use_stale cause
     int64_t stale = -1;             // fly_cache_stale seconds; -1 = not set
@@ -61,6 +64,18 @@ int64_t stale_window(const EntryMeta &m, const StaleConfig &c, StaleCause cause)
 // fresh entry that a soft purge made stale counts from now (past = 0).
 bool may_serve_stale(const EntryMeta &m, const StaleConfig &c,
                      StaleCause cause, int64_t now);
+
+// Seconds past the end of freshness during which the entry may be served
+// (UPDATING) while one request of the region refreshes it: the response's
+// stale-while-revalidate (RFC 5861 3, honoured without configuration),
+// or, with fly_cache_use_stale updating, fly_cache_stale when set, else
+// stale-while-revalidate.  Never for kEntryNoStale (must-revalidate,
+// proxy-revalidate, no-cache); with s-maxage only the response's own.
+int64_t updating_window(const EntryMeta &m, const StaleConfig &c);
+
+// True when, at `now`, the expired (or soft-purged: counted from now)
+// entry may be served as UPDATING.
+bool may_serve_updating(const EntryMeta &m, const StaleConfig &c, int64_t now);
 
 // RFC 9111 5.2.2.2: a cache that cannot reach the origin (error, timeout)
 // for an entry with must-revalidate (or proxy-revalidate) answers 504.

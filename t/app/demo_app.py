@@ -37,7 +37,8 @@ Endpoints for the cache and replay tests (any method):
                          before the Last-Modified asked for) gets a 304 with
                          those headers (Cache-Control replaced by `cc304=`,
                          when given); a request header `X-Test-Etag: T`
-                         makes T the ETag (the representation changed)
+                         makes T the ETag (the representation changed);
+                         `delay=N` answers (200 or 304) after N milliseconds
     /bin?size=N          N deterministic binary bytes
     /gzip?size=N         N bytes of text, gzip-encoded (Content-Encoding: gzip)
     /chunked?size=N[&chunk=K]  N binary bytes with chunked transfer encoding
@@ -211,7 +212,7 @@ class HttpError(Exception):
 
 POST_RE = re.compile(r"^/posts/(\d+)$")
 COMMENTS_RE = re.compile(r"^/posts/(\d+)/comments$")
-RESERVED_PARAMS = {"size", "chunk", "ms", "status", "body", "echo", "cond", "cc304"}
+RESERVED_PARAMS = {"size", "chunk", "ms", "status", "body", "echo", "cond", "cc304", "delay"}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -524,6 +525,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def hdr(self):
         body = dict(self.params).get("body", "")
+        delay = self.param_int("delay", 0)
+        if delay > 0:
+            time.sleep(delay / 1000.0)
         if dict(self.params).get("cond") == "1" and self.not_modified():
             hdrs = self.extra_headers()
             cc304 = dict(self.params).get("cc304")

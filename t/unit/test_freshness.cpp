@@ -122,6 +122,39 @@ void test_stale_forbidden(void **)
     assert_false(must_answer_504(meta(10), StaleCause::error));
 }
 
+// stale-while-revalidate (RFC 5861 3) and fly_cache_use_stale updating
+void test_updating_window(void **)
+{
+    const int64_t end = kStored + 10;
+    // the response's stale-while-revalidate, without configuration
+    EntryMeta m = meta(10, 30);
+    assert_int_equal(updating_window(m, config(0)), 30);
+    assert_true(may_serve_updating(m, config(0), end));
+    assert_true(may_serve_updating(m, config(0), end + 29));
+    assert_false(may_serve_updating(m, config(0), end + 30));
+    // stale-if-error is no allowance for UPDATING; failures' bits neither
+    assert_int_equal(updating_window(meta(10, 0, 100), config(kAll, 3600)), 0);
+    // updating configured: fly_cache_stale, else stale-while-revalidate
+    assert_int_equal(updating_window(meta(10), config(kUseStaleUpdating)), 0);
+    assert_int_equal(updating_window(meta(10, 30), config(kUseStaleUpdating)), 30);
+    assert_int_equal(updating_window(meta(10), config(kUseStaleUpdating, 600)), 600);
+    assert_int_equal(updating_window(meta(10, 30), config(kUseStaleUpdating, 5)), 30);
+    assert_true(may_serve_updating(meta(10), config(kUseStaleUpdating, 600), end + 599));
+    assert_false(may_serve_updating(meta(10), config(kUseStaleUpdating, 600), end + 600));
+    // never where must-revalidate, proxy-revalidate or no-cache forbid it
+    for (uint8_t f : {uint8_t(kEntryNoStale), uint8_t(kEntryNoStale | kEntryMustRevalidate)}) {
+        assert_int_equal(updating_window(meta(10, 30, 0, f), config(kUseStaleUpdating, 600)), 0);
+        assert_false(may_serve_updating(meta(10, 30, 0, f), config(kUseStaleUpdating, 600), end));
+    }
+    // s-maxage: only the response's own stale-while-revalidate
+    assert_int_equal(updating_window(meta(10, 0, 0, kEntrySharedMaxAge), config(kUseStaleUpdating, 600)), 0);
+    assert_int_equal(updating_window(meta(10, 7, 0, kEntrySharedMaxAge), config(kUseStaleUpdating, 600)), 7);
+    // a soft-purged fresh entry counts from now
+    assert_true(may_serve_updating(meta(10, 30), config(0), kStored + 1));
+    // the updating bit is not a failure cause
+    assert_int_equal(stale_window(meta(10, 30), config(kUseStaleUpdating, 600), StaleCause::error), 0);
+}
+
 void test_soft_purged_fresh_entry(void **)
 {
     // a fresh entry made stale by a soft purge: past = 0
@@ -323,6 +356,7 @@ int main()
         cmocka_unit_test(test_stale_window_arithmetic),
         cmocka_unit_test(test_stale_if_error_without_config),
         cmocka_unit_test(test_stale_forbidden),
+        cmocka_unit_test(test_updating_window),
         cmocka_unit_test(test_soft_purged_fresh_entry),
         cmocka_unit_test(test_keep_seconds),
         cmocka_unit_test(test_should_revalidate),
