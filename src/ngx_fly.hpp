@@ -197,6 +197,7 @@ inline std::string_view cache_tier_name(CacheTier t)
 }
 
 struct CacheCtx;
+struct InvalidationHold;
 
 // Per-request state, found again after internal redirects (see
 // get_ctx()).  Trivially destructible: it lives in the request pool.
@@ -219,6 +220,8 @@ struct RequestCtx {
     bool has_write_lsn;                 // $fly_write_lsn: the request's fence
     uint64_t write_lsn;                 // (its cookie's, or the write's)
     ConsistencyHold *hold;              // a write's response held for its LSN
+    InvalidationHold *invalidation;     // ... and for its invalidation
+    uint8_t holds;                      // holds on (ngx_fly_hold.hpp)
 };
 
 // Small helpers the shell's files share.

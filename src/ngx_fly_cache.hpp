@@ -14,6 +14,7 @@
 #include "core/tombstone.hpp"
 #include "core/cache_entry.hpp"
 #include "ngx_fly_event.hpp"
+#include "ngx_fly_hold.hpp"
 
 #include <string>
 #include <vector>
@@ -264,7 +265,19 @@ ScriptCall *send_invalidation(ngx_http_request_t *r, LocConf *lcf,
 // RFC 9111 4.4 and fly_cache_purge_on_write: a successful unsafe request
 // invalidates its own key, the same-origin Location and Content-Location
 // targets and what the location's rules name.
-void invalidate_on_write(ngx_http_request_t *r, LocConf *lcf);
+// A successful write (header filter): sends its invalidation; true when
+// its answer is held (ngx_fly_hold.hpp) until the primary Redis has it, or
+// its command failed, and goes on to `next_header` / `next_body` then.
+bool invalidate_on_write(ngx_http_request_t *r, LocConf *lcf,
+                         ngx_http_output_header_filter_pt next_header,
+                         ngx_http_output_body_filter_pt next_body);
+
+// A write's answer held for its invalidation (the cache's body filter
+// keeps what comes meanwhile).
+struct InvalidationHold {
+    ResponseHold out;
+    ScriptCall *call = nullptr;          // until its reply
+};
 
 // ---- ngx_fly_purge.cpp -----------------------------------------------
 

@@ -356,7 +356,11 @@ ngx_int_t header_filter(ngx_http_request_t *r) noexcept
         if (lcf->cache && (ctx == nullptr || ctx->replay_state.len == 0)) {
             try {
                 take_tags(r, lcf, nullptr);
-                invalidate_on_write(r, lcf);
+                if (invalidate_on_write(r, lcf, next_header_filter,
+                                        next_body_filter))
+                {
+                    return NGX_OK;      // the header goes once Redis has it
+                }
             } catch (const std::exception &e) {
                 ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                               "fly_cache: %s; not invalidated", e.what());
@@ -585,6 +589,11 @@ bool capture_buf(CacheCtx *cc, ngx_buf_t *b, size_t max)
 ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in) noexcept
 {
     RequestCtx *ctx = r == r->main ? get_ctx(r) : nullptr;
+    if (ctx != nullptr && ctx->invalidation != nullptr
+        && ctx->invalidation->out.holding())
+    {
+        return ctx->invalidation->out.keep(in);
+    }
     CacheCtx *cc = ctx ? ctx->cache : nullptr;
     if (cc != nullptr && cc->substituting && in != nullptr) {
         // the stored body in place of the app's (ngx_fly_cache_stale.cpp)

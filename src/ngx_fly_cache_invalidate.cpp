@@ -16,6 +16,7 @@
 #include "core/tombstone.hpp"
 
 #include <exception>
+#include <new>
 #include <string>
 
 namespace fly {
@@ -263,7 +264,33 @@ ScriptCall *send_invalidation(ngx_http_request_t *r, LocConf *lcf,
     return call;
 }
 
-void invalidate_on_write(ngx_http_request_t *r, LocConf *lcf)
+namespace {
+
+void invalidation_hold_cleanup(void *data) noexcept
+{
+    auto *h = static_cast<InvalidationHold *>(data);
+    if (h->call != nullptr) {
+        detach_script(h->call);          // the request is gone first
+    }
+    h->~InvalidationHold();
+}
+
+// The primary Redis answered the invalidation (or the command failed or
+// timed out: the answer goes on all the same).
+void on_invalidated(void *data, redisReply *) noexcept
+{
+    auto *h = static_cast<InvalidationHold *>(data);
+    h->call = nullptr;
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, h->out.request()->connection->log, 0,
+                   "fly cache: invalidation done, the write's answer goes");
+    h->out.release();
+}
+
+}  // namespace
+
+bool invalidate_on_write(ngx_http_request_t *r, LocConf *lcf,
+                         ngx_http_output_header_filter_pt next_header,
+                         ngx_http_output_body_filter_pt next_body)
 {
     Invalidation inv;
     ngx_str_t configured;
@@ -275,9 +302,34 @@ void invalidate_on_write(ngx_http_request_t *r, LocConf *lcf)
     }
     add_location_targets(r, lcf, inv);
     add_rule_targets(r, lcf, inv);
-    if (send_invalidation(r, lcf, std::move(inv), nullptr, nullptr) != nullptr) {
-        metrics::count(r, core::Metric::cache_invalidations);
+
+    // The answer waits for the primary Redis, so that the client cannot
+    // read the old page from the cache with its next request.
+    RequestCtx *ctx = create_ctx(r);
+    InvalidationHold *h = nullptr;
+    if (ctx != nullptr && ctx->invalidation == nullptr) {
+        ngx_pool_cleanup_t *cln = ngx_pool_cleanup_add(r->pool,
+                                                       sizeof(InvalidationHold));
+        if (cln != nullptr) {
+            h = new (cln->data) InvalidationHold();
+            cln->handler = invalidation_hold_cleanup;
+        }
     }
+    ScriptCall *call = send_invalidation(r, lcf, std::move(inv),
+                                         h ? on_invalidated : nullptr, h);
+    if (call == nullptr) {
+        return false;
+    }
+    metrics::count(r, core::Metric::cache_invalidations);
+    if (h == nullptr) {
+        return false;
+    }
+    h->call = call;
+    ctx->invalidation = h;
+    h->out.start(r, ctx, next_header, next_body);
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: holding the write's answer for its invalidation");
+    return true;
 }
 
 // fly_cache_purge_on_write ~REGEX | ~*REGEX TARGET ...;

@@ -5,20 +5,14 @@
 // invalidates the cache (fly_cache) is held for that position too, which
 // its tombstone carries (the fill fence of the regions), cookie or not.
 //
-// A header filter cannot wait, so the response is held: the header
-// filter queues the request for the position and returns NGX_OK without
-// calling the next header filter; the body filter keeps the chain links
-// it is given, without consuming their buffers (so the upstream treats
-// them as busy, as for a slow client, and reads on only into free ones)
-// and returns NGX_AGAIN; r->buffered keeps the request from ending
-// meanwhile.  When the position comes (one query for every write queued
-// during that event-loop iteration, WriteBatch), the next header filter
-// runs with the cookie added, then the next body filter with what was
-// held, and the request's write event is posted so that its owner (the
-// upstream, or ngx_http_writer) moves on.  When the primary's
+// A header filter cannot wait, so the response is held (ngx_fly_hold.hpp)
+// until the position comes (one query for every write queued during that
+// event-loop iteration, WriteBatch); then the next header filter runs with
+// the cookie added, and the body goes on.  When the primary's
 // PostgreSQL cannot be asked, or does not answer within
 // fly_postgres_timeout, the response goes at once without the position.
 #include "ngx_fly_consistency.hpp"
+#include "ngx_fly_hold.hpp"
 #include "ngx_fly_metrics.hpp"
 #include "ngx_fly_pg.hpp"
 
@@ -32,9 +26,6 @@ namespace {
 
 ngx_http_output_header_filter_pt next_header_filter;
 ngx_http_output_body_filter_pt next_body_filter;
-
-// r->buffered bit while held (SSI, sub and copy use 0x01, 0x02, 0x04).
-constexpr unsigned kHoldBuffered = 0x08;
 
 time_t log_slot_no_lsn;
 
@@ -61,8 +52,7 @@ struct ConsistencyHold {
     bool released = false;
     bool cookie = false;             // fly_consistency lsn: set fly-lsn
     ngx_http_request_t *r = nullptr;
-    ngx_chain_t *held = nullptr;     // links to the buffers given so far
-    ngx_chain_t **last = &held;
+    ResponseHold out;                // the answer, until the position
     ngx_msec_t since = ngx_current_msec;   // held (for the metrics)
 
     ~ConsistencyHold()
@@ -103,7 +93,6 @@ void ConsistencyHold::release(bool has_lsn, uint64_t lsn) noexcept
                               : metrics::LsnWait::write_no_position, since);
     ngx_http_request_t *req = r;
     ngx_connection_t *c = req->connection;
-    req->buffered &= ~kHoldBuffered;
 
     ngx_int_t rc = NGX_OK;
     try {
@@ -130,31 +119,7 @@ void ConsistencyHold::release(bool has_lsn, uint64_t lsn) noexcept
         ngx_log_error(NGX_LOG_ERR, c->log, 0, "fly_consistency: %s", e.what());
     }
 
-    if (rc == NGX_OK) {
-        rc = next_header_filter(req);
-    }
-    ngx_chain_t *out = held;
-    held = nullptr;
-    last = &held;
-    if (rc != NGX_ERROR && req->header_only) {
-        // HEAD, 204, 304: the header was the whole answer.
-        for (ngx_chain_t *cl = out; cl; cl = cl->next) {
-            cl->buf->pos = cl->buf->last;
-            if (cl->buf->in_file) {
-                cl->buf->file_pos = cl->buf->file_last;
-            }
-        }
-        out = nullptr;
-    }
-    if (rc != NGX_ERROR && out != nullptr) {
-        rc = next_body_filter(req, out);
-    }
-    if (rc == NGX_ERROR) {
-        c->error = 1;            // its owner finalizes it, as for a client gone
-    }
-    // The upstream (or ngx_http_writer) goes on: the buffers held are
-    // sent, or in the write filter's hands.
-    ngx_post_event(c->write, &ngx_posted_events);
+    out.release(rc);
 }
 
 bool write_position(ngx_http_request_t *r, uint64_t *lsn) noexcept
@@ -297,7 +262,7 @@ ngx_int_t hold_header_filter(ngx_http_request_t *r) noexcept
         log_no_lsn(r->connection->log, "the primary's PostgreSQL cannot be asked");
         return next_header_filter(r);
     }
-    r->buffered |= kHoldBuffered;
+    h->out.start(r, ctx, next_header_filter, next_body_filter);
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "fly consistency: holding the answer of a write for the "
                    "primary's WAL position");
@@ -309,20 +274,10 @@ ngx_int_t hold_body_filter(ngx_http_request_t *r, ngx_chain_t *in) noexcept
 {
     RequestCtx *ctx = r == r->main ? get_ctx(r) : nullptr;
     ConsistencyHold *h = ctx ? ctx->hold : nullptr;
-    if (h == nullptr || h->released) {
+    if (h == nullptr || !h->out.holding()) {
         return next_body_filter(r, in);
     }
-    for (ngx_chain_t *cl = in; cl; cl = cl->next) {
-        ngx_chain_t *ln = ngx_alloc_chain_link(r->pool);
-        if (ln == nullptr) {
-            return NGX_ERROR;
-        }
-        ln->buf = cl->buf;
-        ln->next = nullptr;
-        *h->last = ln;
-        h->last = &ln->next;
-    }
-    return NGX_AGAIN;
+    return h->out.keep(in);
 }
 
 }  // namespace

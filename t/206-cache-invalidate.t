@@ -4,8 +4,12 @@
 # is 0, so the next GET fills again.)
 use FlyEdge::Test;
 
-# Redis's timeouts only guard against a hang here: generous and scaled.
-our $HTTP = sprintf(<<'EOF', (scaled(2) * 1000) x 2);
+# Redis's timeouts only guard against a hang here: generous and scaled
+# (TEST 6: far beyond the pause there, so that the write's answer waits for
+# Redis's reply, not for the timeout).
+sub http_conf {
+    my ($timeout) = @_;
+    return sprintf(<<'EOF', scaled($timeout) * 1000, scaled(2) * 1000);
 fly_redis "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT}/0";
 fly_redis_primary "redis://x:${REDIS_PASSWORD}@127.0.0.1:${REDIS_PORT_SCL}/0";
 fly_redis_timeout %dms;
@@ -13,6 +17,9 @@ fly_redis_connect_timeout %dms;
 fly_replay on;
 fly_cache_fence 0;
 EOF
+}
+our $HTTP = http_conf(2);
+our $HTTP_LONG = http_conf(60);
 
 our $CACHE = <<'EOF';
 location / {
@@ -110,3 +117,23 @@ $t->stop_redis('scl');
 my $w = send_request(method => 'POST', path => $p, region => 'scl', direct => 1, body => 'x', headers => { Host => 'inv.test' });
 is($w->{status}, 200, 'the write is answered by the app');
 is($w->{headers}{'x-app-region'}, 'scl', 'in scl');
+
+
+=== TEST 6: a write's answer waits until the primary Redis has its invalidation: the next read cannot get the old page
+--- http_config eval: $main::HTTP_LONG
+--- config eval: $main::CACHE
+--- test
+use FlyEdge::Consistency;
+my $p = '/hdr?t=6&Cache-Control=max-age%3D300';
+main::cache_of($p, 'scl');
+is(main::cache_of($p, 'scl'), 'HIT', 'cached in scl');
+my ($key) = grep { /t=6/ } $t->redis_cli('scl', 'KEYS', 'fly:*');
+$t->pause_redis('scl');
+my $g = bg_request(method => 'PUT', path => $p, region => 'scl', direct => 1, body => 'x', headers => { Host => 'inv.test' });
+ok(!$t->wait_until(sub { bg_answered($g) }, scaled(1)), 'no answer while the primary Redis does not answer');
+$t->resume_redis('scl');
+my $w = bg_response($g);
+is($w->{status}, 200, 'then the write is answered');
+like(($t->redis_cli('scl', 'GET', $key))[0] // '', qr/^FLYT/, 'and the tombstone was in place before the answer');
+is(main::cache_of($p, 'scl'), 'MISS', 'the next read misses');
+unlike($t->error_log('scl'), qr/fly redis .*timed out/, 'no Redis command timed out');

@@ -72,7 +72,15 @@ run_tests();
 
 __DATA__
 
-=== TEST 1: a write's tombstone holds the primary's position after the write (its fly-lsn)
+=== TEST 1: start (fly_postgres from the next block on, once PostgreSQL runs)
+--- http_config
+fly_replay on;
+--- request
+GET /echo
+--- error_code: 200
+
+
+=== TEST 2: a write's tombstone holds the primary's position after the write (its fly-lsn)
 --- http_config eval: $::HTTP . "fly_consistency lsn;\n"
 --- config eval: $::CACHE
 --- test
@@ -93,7 +101,7 @@ is(substr($tomb, 22, 16), main::lsn16($lsn), 'the one of the cookie');
 is(main::tombstone_in('scl', $id), $tomb, "the same in scl's Redis");
 
 
-=== TEST 2: the stale-fill race: replay paused, atl misses and its app answers the old post, which is not stored; after resume atl stores and serves the new one; no Redis holds the old one
+=== TEST 3: the stale-fill race: replay paused, atl misses and its app answers the old post, which is not stored; after resume atl stores and serves the new one; no Redis holds the old one
 --- http_config eval: $::HTTP
 --- config eval: $::CACHE
 --- test
@@ -144,7 +152,7 @@ my $o = send_request(path => "/posts/$id", region => 'ord');
 is(main::title_of($o), $new, 'ord (the same replica) serves the new post too');
 
 
-=== TEST 3: in scl a fill after a write is stored once the sampled position has passed the tombstone
+=== TEST 4: in scl a fill after a write is stored once the sampled position has passed the tombstone
 --- http_config eval: $::HTTP
 --- config eval: $::CACHE
 --- test
@@ -162,7 +170,7 @@ ok($t->wait_until(sub { $h = send_request(path => "/posts/$id", region => 'scl')
 is(main::title_of($h), "$title-v1", 'of the new post');
 
 
-=== TEST 4: the primary's PostgreSQL cannot be asked: the write goes at once, its tombstone has no position, and the time fence applies
+=== TEST 5: the primary's PostgreSQL cannot be asked: the write goes at once, its tombstone has no position, and the time fence applies
 --- http_config eval
 "fly_replay on;\nfly_redis \"%%REDIS_URL%%\";\nfly_redis_primary \"%%REDIS_PRIMARY_URL%%\";\nfly_cache_fence 300s;\n"
   . "fly_postgres \"host=127.0.0.1 port=%%PG_PORT%% dbname=fly_demo user=postgres\";\n"

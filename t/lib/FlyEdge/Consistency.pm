@@ -22,7 +22,8 @@ fly_postgres_primary "host=127.0.0.1 port=%%PG_PRIMARY_PORT%% dbname=fly_demo us
 EOF
 
 # bg_request(method => 'GET', path => '/x', region => 'atl', headers => {...},
-#            body => '', direct => 0): sent at once through the emulator's
+#            body => '', direct => 0): sent at once (Host: localhost unless
+# the headers name one) through the emulator's
 # port for that region (or to the region's nginx with direct), answered
 # later: bg_answered($req) says whether the answer began, bg_response($req)
 # waits for it (a guard of scaled(30) s) and returns { status, headers
@@ -38,7 +39,8 @@ sub bg_request {
     my $body = $o{body} // '';
     my %h = (%{$o{headers} || {}});
     $h{'Content-Length'} = length $body if length $body || ($o{method} // 'GET') =~ /^(POST|PUT|PATCH)$/;
-    my $req = ($o{method} // 'GET') . " $o{path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+    $h{Host} //= 'localhost' unless grep { lc $_ eq 'host' } keys %h;
+    my $req = ($o{method} // 'GET') . " $o{path} HTTP/1.1\r\nConnection: close\r\n"
         . join('', map { "$_: $h{$_}\r\n" } sort keys %h) . "\r\n" . $body;
     syswrite($s, $req) == length $req or die "write: $!";
     $s->blocking(0);
