@@ -386,8 +386,12 @@ ngx_int_t cache_header(ngx_http_request_t *r)
     }
 
     CacheCtx *cc = ctx ? ctx->cache : nullptr;
-    if (cc != nullptr && ctx->cache_status == CacheStatus::hit) {
-        return next_header_filter(r);   // stored without them (unless pass)
+    if (cc != nullptr && (ctx->cache_status == CacheStatus::hit
+                          || ctx->cache_status == CacheStatus::updating))
+    {
+        // send_hit() set the status header; stored without the targeted
+        // fields (unless pass)
+        return next_header_filter(r);
     }
     if (cc == nullptr) {
         if (lcf->cache) {

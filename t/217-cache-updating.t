@@ -184,7 +184,7 @@ main::until_expired($when, 1);
 my $before = main::apps_total();
 my $r1 = get($p, 'scl', timeout => main::scaled(60));
 is($r1->{status}, 200, 'answered');
-is($r1->{headers}{'x-cache'}, 'UPDATING', 'the refreshing request itself got UPDATING');
+is($r1->{headers}{'x-cache'}, 'UPDATING', 'the refreshing request itself got UPDATING') or diag(join ', ', map { "$_=" . (ref $r1->{headers}{$_} ? join('|', @{ $r1->{headers}{$_} }) : $r1->{headers}{$_}) } sort keys %{ $r1->{headers} });
 is($r1->{content}, "bg\n", 'the stored body');
 is($r1->{headers}{'x-origin-count'}, $m->{headers}{'x-origin-count'}, 'the stored response, not the refresh');
 ok($t->wait_until(sub { main::apps_total() == $before + 1 }, main::scaled(10)),
