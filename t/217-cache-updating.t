@@ -85,6 +85,8 @@ location /bg/ {
     fly_cache_use_stale updating;
     fly_cache_stale 1h;
     fly_cache_background_update on;
+    # the lock (its TTL) outlasts the slowest refresh here, even under ASan
+    fly_cache_lock_timeout 5m;
     proxy_pass http://app/;
 }
 CONF
