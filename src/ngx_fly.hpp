@@ -151,6 +151,7 @@ struct LocConf {
     // the fill lock (ngx_fly_cache_lock.cpp)
     ngx_flag_t cache_lock;              // fly_cache_lock
     ngx_msec_t cache_lock_timeout;      // fly_cache_lock_timeout
+    ngx_flag_t cache_background_update; // fly_cache_background_update
 
     // read your writes (ngx_fly_conf_pg.cpp, ngx_fly_consistency.cpp)
     ngx_uint_t consistency;             // core::ConsistencyMode

@@ -78,7 +78,31 @@ struct CacheCtx {
     Event lock_timer;            // waiting: fly_cache_lock_timeout
     std::string lock_key;
     std::string lock_token;
+
+    // fly_cache_background_update (ngx_fly_cache_stale.cpp): this is the
+    // background subrequest that refreshes an expired entry; it fills as
+    // a MISS does and its output never reaches the client.
+    bool background;
 };
+
+// The cache state of a background refresh subrequest, else of the main
+// request only (nullptr otherwise): what the cache's filters act on.
+inline CacheCtx *filter_cache_ctx(ngx_http_request_t *r)
+{
+    RequestCtx *ctx = get_ctx(r);
+    CacheCtx *cc = ctx ? ctx->cache : nullptr;
+    if (r != r->main && (cc == nullptr || !cc->background)) {
+        return nullptr;
+    }
+    return cc;
+}
+
+// The last buffer of a response: last_buf, or for a subrequest (nginx
+// sets only that) last_in_chain.
+inline bool last_of_response(ngx_http_request_t *r, const ngx_buf_t *b)
+{
+    return b->last_buf || (r != r->main && b->last_in_chain);
+}
 
 // The request's value of header `name` (lower case), lines joined
 // with ", ", as Vary compares them.
@@ -141,6 +165,9 @@ void lookup_updating(ngx_http_request_t *r, CacheCtx *cc, bool updating);
 // The parked lookup starts again from the GET of the key (a waiter whose
 // lock holder is done).
 void lookup_again(ngx_http_request_t *r, CacheCtx *cc);
+// A new CacheCtx of `r` in ctx->cache (freed by r's pool cleanup, which
+// also releases its lock); nullptr on no memory.
+CacheCtx *new_cache_ctx(ngx_http_request_t *r, RequestCtx *ctx);
 
 // ---- ngx_fly_cache_lock.cpp ------------------------------------------
 
@@ -200,6 +227,14 @@ ngx_int_t substitute_response(ngx_http_request_t *r, LocConf *lcf,
 // nothing to pass on).  NGX_ERROR on no memory.
 ngx_int_t substitute_body(ngx_http_request_t *r, CacheCtx *cc,
                           ngx_chain_t *&in);
+
+// fly_cache_background_update: the lock holder `cc` (an expired entry in
+// cc->reply) hands the refresh, with its lock, to a background subrequest
+// of the same URI in the same location, which goes to the app
+// (conditional when the entry has validators) and stores the result
+// through the normal fill; the request itself may then answer UPDATING.
+// False when the subrequest cannot be made (refresh in the foreground).
+bool background_refresh(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc);
 
 // May the expired (or soft-purged) entry `e` be served as UPDATING while
 // another request refreshes it (core::may_serve_updating)?

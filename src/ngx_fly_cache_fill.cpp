@@ -340,11 +340,27 @@ constexpr ngx_uint_t kUnsafeMethods =
     | NGX_HTTP_MKCOL | NGX_HTTP_COPY | NGX_HTTP_MOVE | NGX_HTTP_PROPPATCH
     | NGX_HTTP_LOCK | NGX_HTTP_UNLOCK;
 
+ngx_int_t cache_header(ngx_http_request_t *r);
+
 ngx_int_t header_filter(ngx_http_request_t *r) noexcept
 {
     if (r != r->main) {
-        return next_header_filter(r);
+        CacheCtx *bg = filter_cache_ctx(r);
+        if (bg == nullptr) {
+            return next_header_filter(r);
+        }
+        // a background refresh: stored as a MISS is, never sent
+        ngx_int_t rc = cache_header(r);
+        r->header_sent = 1;
+        return rc == NGX_ERROR ? NGX_ERROR : NGX_OK;
     }
+    return cache_header(r);
+}
+
+// The header filter's work for the main request or a background refresh;
+// what it returns is next_header_filter()'s (or NGX_ERROR).
+ngx_int_t cache_header(ngx_http_request_t *r)
+{
     LocConf *lcf = loc_conf(r);
     RequestCtx *ctx = get_ctx(r);
 
@@ -370,8 +386,12 @@ ngx_int_t header_filter(ngx_http_request_t *r) noexcept
     }
 
     CacheCtx *cc = ctx ? ctx->cache : nullptr;
-    if (cc != nullptr && ctx->cache_status == CacheStatus::hit) {
-        return next_header_filter(r);   // stored without them (unless pass)
+    if (cc != nullptr && (ctx->cache_status == CacheStatus::hit
+                          || ctx->cache_status == CacheStatus::updating))
+    {
+        // send_hit() set the status header; stored without the targeted
+        // fields (unless pass)
+        return next_header_filter(r);
     }
     if (cc == nullptr) {
         if (lcf->cache) {
@@ -431,7 +451,7 @@ ngx_int_t header_filter(ngx_http_request_t *r) noexcept
     if (!cc->capturing) {
         lock_release(r, cc);     // nothing will be stored: waiters go on
     }
-    return next_header_filter(r);
+    return cc->background ? NGX_OK : next_header_filter(r);
 }
 
 // Runs after header_filter (which stores them): CDN-Cache-Control and the
@@ -586,28 +606,20 @@ bool capture_buf(CacheCtx *cc, ngx_buf_t *b, size_t max)
     return true;
 }
 
-ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in) noexcept
+// The body filter's capture: copies `in` (which it leaves as it is) into
+// the entry; stores it at the last buffer.  Substitutes first (a 304 or
+// a stale answer, ngx_fly_cache_stale.cpp): then `in` may become nullptr.
+ngx_int_t capture_body(ngx_http_request_t *r, CacheCtx *cc, ngx_chain_t *&in)
 {
-    RequestCtx *ctx = r == r->main ? get_ctx(r) : nullptr;
-    if (ctx != nullptr && ctx->invalidation != nullptr
-        && ctx->invalidation->out.holding())
-    {
-        return ctx->invalidation->out.keep(in);
-    }
-    CacheCtx *cc = ctx ? ctx->cache : nullptr;
-    if (cc != nullptr && cc->substituting && in != nullptr) {
+    if (cc->substituting && in != nullptr) {
         // the stored body in place of the app's (ngx_fly_cache_stale.cpp)
         if (substitute_body(r, cc, in) != NGX_OK) {
             return NGX_ERROR;
         }
-        if (in == nullptr) {
-            return NGX_OK;
-        }
     }
-    if (cc == nullptr || !cc->capturing || in == nullptr) {
-        return next_body_filter(r, in);
+    if (!cc->capturing || in == nullptr) {
+        return NGX_OK;
     }
-
     LocConf *lcf = loc_conf(r);
     try {
         for (ngx_chain_t *cl = in; cl; cl = cl->next) {
@@ -617,7 +629,7 @@ ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in) noexcept
                 stop_capture(cc);
                 break;
             }
-            if (cl->buf->last_buf) {
+            if (last_of_response(r, cl->buf)) {
                 finish_store(r, cc);
                 break;
             }
@@ -626,6 +638,38 @@ ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in) noexcept
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "fly_cache: %s; not storing", e.what());
         stop_capture(cc);
+    }
+    return NGX_OK;
+}
+
+ngx_int_t body_filter(ngx_http_request_t *r, ngx_chain_t *in) noexcept
+{
+    RequestCtx *ctx = r == r->main ? get_ctx(r) : nullptr;
+    if (ctx != nullptr && ctx->invalidation != nullptr
+        && ctx->invalidation->out.holding())
+    {
+        return ctx->invalidation->out.keep(in);
+    }
+    CacheCtx *cc = filter_cache_ctx(r);
+    if (cc == nullptr) {
+        return next_body_filter(r, in);
+    }
+    bool had = in != nullptr;
+    if (capture_body(r, cc, in) != NGX_OK) {
+        return NGX_ERROR;
+    }
+    if (cc->background) {
+        // a background refresh: stored, never sent; the buffers free up
+        for (ngx_chain_t *cl = in; cl; cl = cl->next) {
+            cl->buf->pos = cl->buf->last;
+            if (cl->buf->in_file) {
+                cl->buf->file_pos = cl->buf->file_last;
+            }
+        }
+        return NGX_OK;
+    }
+    if (had && in == nullptr) {
+        return NGX_OK;           // substituting: nothing to pass on yet
     }
     return next_body_filter(r, in);
 }

@@ -707,19 +707,32 @@ void lookup_updating(ngx_http_request_t *r, CacheCtx *cc, bool updating)
         finish(r, cc, CacheStatus::error, false);    // cannot happen
         return;
     }
+    LocConf *lcf = loc_conf(r);
     if (!updating) {
-        prepare_expired(r, loc_conf(r), cc, e);
-        finish(r, cc, CacheStatus::expired, true);
-        return;
+        // fly_cache_background_update: the refresh goes to a background
+        // subrequest, with the lock; this request answers UPDATING too
+        if (!(cc->lock_held && lcf->cache_background_update
+              && r->method == NGX_HTTP_GET && background_refresh(r, lcf, cc)))
+        {
+            prepare_expired(r, lcf, cc, e);
+            finish(r, cc, CacheStatus::expired, true);
+            return;
+        }
     }
-    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "fly cache: UPDATING: another request refreshes the entry");
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: UPDATING: %s refreshes the entry",
+                   updating ? "another request" : "a background subrequest");
     cc->waiting = false;
     cc->want_store = false;
     r->main->count--;
     r->write_event_handler = ngx_http_request_empty_handler;
     ngx_http_finalize_request(r, send_hit(r, get_ctx(r), e,
                                           CacheStatus::updating));
+}
+
+CacheCtx *new_cache_ctx(ngx_http_request_t *r, RequestCtx *ctx)
+{
+    return create_cache_ctx(r, ctx);
 }
 
 void lookup_again(ngx_http_request_t *r, CacheCtx *cc)

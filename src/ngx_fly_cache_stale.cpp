@@ -17,6 +17,8 @@
 #include "core/cache_rules.hpp"
 #include "core/freshness.hpp"
 
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 namespace fly {
@@ -24,6 +26,7 @@ namespace fly {
 namespace {
 
 time_t log_slot_stale;
+time_t log_slot_background;
 
 constexpr core::StaleCause kCauses[] = {
     core::StaleCause::error,    core::StaleCause::timeout,
@@ -225,11 +228,128 @@ std::string_view cause_name(core::StaleCause c)
     return "";
 }
 
+// The background refresh's own list of request headers: the client's
+// without its preconditions and ranges (the refresh asks for the whole
+// response, or for ours: prepare_expired adds the stored validators).
+bool own_request_headers(ngx_http_request_t *sr)
+{
+    ngx_list_t client = sr->headers_in.headers;     // the main request's
+    if (ngx_list_init(&sr->headers_in.headers, sr->pool, 20,
+                      sizeof(ngx_table_elt_t)) != NGX_OK)
+    {
+        return false;
+    }
+    bool ok = true;
+    for_each_header(client, [&](ngx_table_elt_t &h) {
+        std::string_view k = view(h.key);
+        for (std::string_view skip : {"If-Match", "If-None-Match",
+                                      "If-Modified-Since", "If-Unmodified-Since",
+                                      "If-Range", "Range"})
+        {
+            if (core::iequals(k, skip)) {
+                return;
+            }
+        }
+        auto *copy = static_cast<ngx_table_elt_t *>(
+            ngx_list_push(&sr->headers_in.headers));
+        if (copy == nullptr) {
+            ok = false;
+            return;
+        }
+        *copy = h;
+    });
+    ngx_http_headers_in_t &in = sr->headers_in;
+    in.if_match = nullptr;
+    in.if_none_match = nullptr;
+    in.if_modified_since = nullptr;
+    in.if_unmodified_since = nullptr;
+    in.if_range = nullptr;
+    in.range = nullptr;
+    return ok;
+}
+
 }  // namespace
 
 int64_t entry_keep(LocConf *lcf, const core::EntryMeta &m, bool validators)
 {
     return core::keep_seconds(m, stale_config(lcf), validators);
+}
+
+bool background_refresh(ngx_http_request_t *r, LocConf *lcf, CacheCtx *cc)
+{
+    // the subrequest's copy of the entry (its 304 merge, its stale answer)
+    size_t len = cc->reply_len;
+    auto *copy = static_cast<char *>(std::malloc(len ? len : 1));
+    if (copy == nullptr || cc->reply == nullptr) {
+        std::free(copy);
+        return false;
+    }
+    std::memcpy(copy, cc->reply, len);
+    core::EntryView e;
+    if (core::decode_entry(std::string_view(copy, len), e)
+        != core::DecodeError::none)
+    {
+        std::free(copy);
+        return false;
+    }
+    // nginx's proxy_cache_background_update does the same: a clone of the
+    // request (same location, from this phase on) whose output nobody
+    // waits for; the main request lives until it is done.
+    ngx_http_request_t *sr = nullptr;
+    auto *sctx = static_cast<RequestCtx *>(ngx_pcalloc(r->pool, sizeof(RequestCtx)));
+    if (sctx == nullptr
+        || ngx_http_subrequest(r, &r->uri, &r->args, &sr, nullptr,
+                               NGX_HTTP_SUBREQUEST_CLONE
+                               | NGX_HTTP_SUBREQUEST_BACKGROUND) != NGX_OK
+        || sr == nullptr)
+    {
+        std::free(copy);
+        if (log_allowed(&log_slot_background)) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "fly_cache: no background refresh of key \"%*s\" "
+                          "(subrequest refused); refreshing in the foreground",
+                          (int) cc->key.size(), cc->key.data());
+        }
+        return false;
+    }
+    // Its own context (not create_ctx(): that one would find the main
+    // request's through the shared pool).
+    ngx_http_set_ctx(sr, sctx, ngx_http_fly_edge_module);
+    CacheCtx *scc = new_cache_ctx(sr, sctx);
+    if (scc == nullptr || !own_request_headers(sr)) {
+        // no memory: the subrequest goes to the app, stores nothing and
+        // sends nothing (as nginx's header_only); we refresh as well
+        std::free(copy);
+        sr->header_only = 1;
+        return false;
+    }
+    scc->background = true;
+    scc->reply = copy;
+    scc->reply_len = len;
+    scc->key = cc->key;
+    scc->variant_key = cc->variant_key;
+    scc->generation = cc->generation;
+    scc->lookup_variant = cc->lookup_variant;
+    scc->epoch_ok = cc->epoch_ok;
+    scc->epoch_str = cc->epoch_str;
+    scc->epoch = cc->epoch;
+    scc->fence = cc->fence;
+    scc->lookup_msec = cc->lookup_msec;
+    scc->uri_changes = sr->uri_changes;      // a subrequest's own
+    scc->soft_purged = cc->soft_purged;
+    scc->lock_tried = true;
+    scc->want_store = true;
+    sctx->cache_status = CacheStatus::expired;
+    prepare_expired(sr, lcf, scc, e);
+    // the lock goes with the refresh: released after its fill
+    scc->lock_key = std::move(cc->lock_key);
+    scc->lock_token = std::move(cc->lock_token);
+    scc->lock_held = cc->lock_held;
+    cc->lock_held = false;
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: background refresh%s",
+                   scc->revalidating ? ", conditional" : "");
+    return true;
 }
 
 bool updating_allowed(LocConf *lcf, const core::EntryView &e)
@@ -322,7 +442,7 @@ ngx_int_t substitute_body(ngx_http_request_t *r, CacheCtx *cc,
     bool last = false;
     for (ngx_chain_t *cl = in; cl; cl = cl->next) {
         ngx_buf_t *b = cl->buf;
-        last = last || b->last_buf;
+        last = last || last_of_response(r, b);
         b->pos = b->last;            // consumed: the app's buffers free up
         if (b->in_file) {
             b->file_pos = b->file_last;

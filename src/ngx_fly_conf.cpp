@@ -279,6 +279,8 @@ ngx_command_t commands[] = {
      ngx_conf_set_flag_slot, FLY_LOC(cache_lock), nullptr},
     {ngx_string("fly_cache_lock_timeout"), kAnyLevel | NGX_CONF_TAKE1,
      ngx_conf_set_msec_slot, FLY_LOC(cache_lock_timeout), nullptr},
+    {ngx_string("fly_cache_background_update"), kAnyLevel | NGX_CONF_FLAG,
+     ngx_conf_set_flag_slot, FLY_LOC(cache_background_update), nullptr},
     {ngx_string("fly_cache_fence"), kAnyLevel | NGX_CONF_TAKE1,
      ngx_conf_set_msec_slot, FLY_LOC(cache_fence), nullptr},
     {ngx_string("fly_cache_tags_header"), kAnyLevel | NGX_CONF_TAKE1,

@@ -245,6 +245,7 @@ void init_cache_conf(LocConf *lcf)
     lcf->cache_stale = NGX_CONF_UNSET;
     lcf->cache_lock = NGX_CONF_UNSET;
     lcf->cache_lock_timeout = NGX_CONF_UNSET_MSEC;
+    lcf->cache_background_update = NGX_CONF_UNSET;
     lcf->cache_tags_pass = NGX_CONF_UNSET;
     lcf->cache_purge_on_write = static_cast<ngx_array_t *>(NGX_CONF_UNSET_PTR);
 }
@@ -300,6 +301,8 @@ char *merge_cache_conf(ngx_conf_t *cf, LocConf *prev, LocConf *conf)
     ngx_conf_merge_value(conf->cache_lock, prev->cache_lock, 0);
     ngx_conf_merge_msec_value(conf->cache_lock_timeout,
                               prev->cache_lock_timeout, 5000);
+    ngx_conf_merge_value(conf->cache_background_update,
+                         prev->cache_background_update, 0);
     ngx_conf_merge_str_value(conf->cache_tags_header, prev->cache_tags_header,
                              "Cache-Tag");
     ngx_conf_merge_value(conf->cache_tags_pass, prev->cache_tags_pass, 0);
