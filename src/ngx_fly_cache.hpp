@@ -56,6 +56,10 @@ struct CacheCtx {
     bool near;                   // the near cache is used (ngx_fly_near.hpp)
     NearToken near_token;        // what the entry's GET in flight took
     NearToken near_epoch_token;  // ... and the tag epoch's
+    bool near_absent;            // the zone knew Redis has nothing: no
+                                 // GET was sent (a MISS at once)
+    std::string absent_key;      // the key a GET found nothing under; the
+                                 // zone may record it if nothing is stored
 
     // An expired (or soft-purged) entry kept in cc->reply for the
     // response (ngx_fly_cache_stale.cpp): revalidated by a 304, served
@@ -168,6 +172,10 @@ void lookup_again(ngx_http_request_t *r, CacheCtx *cc);
 // A new CacheCtx of `r` in ctx->cache (freed by r's pool cleanup, which
 // also releases its lock); nullptr on no memory.
 CacheCtx *new_cache_ctx(ngx_http_request_t *r, RequestCtx *ctx);
+
+// A MISS whose response is not stored: a GET found nothing under
+// cc->absent_key, and the near cache may remember that (near_offer_absent).
+void offer_absent(CacheCtx *cc) noexcept;
 
 // ---- ngx_fly_cache_lock.cpp ------------------------------------------
 

@@ -449,6 +449,9 @@ ngx_int_t cache_header(ngx_http_request_t *r)
         cc->want_store = false;
     }
     if (!cc->capturing) {
+        if (ctx->cache_status == CacheStatus::miss) {
+            offer_absent(cc);    // the near cache may remember the MISS
+        }
         lock_release(r, cc);     // nothing will be stored: waiters go on
     }
     return cc->background ? NGX_OK : next_header_filter(r);

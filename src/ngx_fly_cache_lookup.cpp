@@ -326,6 +326,10 @@ void decide(ngx_http_request_t *r, CacheCtx *cc, ValueState state, bool variant)
         return;
     }
     if (state != kString) {
+        if (state == kNil && cc->near) {
+            // remembered by the zone if the response is not stored
+            cc->absent_key = variant ? cc->variant_key : cc->key;
+        }
         miss(r, cc, true);
         return;
     }
@@ -522,12 +526,35 @@ void on_tags(void *data, redisReply *reply) noexcept
     });
 }
 
+// The zone says Redis has nothing under the key (or the variant): the
+// lookup is a MISS at once, as if its GETs had found nothing at the tag
+// epoch the record was made at.
+void near_absent(ngx_http_request_t *r, CacheCtx *cc, const core::NearEntry *n)
+{
+    cc->near_absent = true;
+    cc->epoch_ok = true;
+    cc->epoch = n->epoch;
+    if (n->epoch != 0) {         // 0: no purge ever, the epoch key is nil
+        char buf[24];
+        cc->epoch_str.assign(buf, snprintf(buf, sizeof(buf), "%llu",
+                                           static_cast<unsigned long long>(n->epoch)));
+    }
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "fly cache: near MISS: Redis has no entry");
+}
+
 // A HIT from the near cache: no Redis command at all.  NGX_DECLINED when
-// the zone has no usable entry (or Vary variant) for the request.  The zone
-// holds only what a Redis HIT of the current tag epoch read (markers too).
+// the zone has no usable entry (or Vary variant) for the request; then
+// cc->near_absent says whether it knew Redis has none either.  The zone
+// holds only what a Redis lookup of the current tag epoch read (markers
+// too, and the absence of what a MISS did not store).
 ngx_int_t near_hit(ngx_http_request_t *r, CacheCtx *cc, RequestCtx *ctx)
 {
     const core::NearEntry *n = near_get(r, cc->key, core::near_hash(cc->key));
+    if (n != nullptr && (n->flags & core::kNearAbsent)) {
+        near_absent(r, cc, n);
+        return NGX_DECLINED;
+    }
     core::EntryView e;
     if (n == nullptr || core::decode_entry(n->value(), e) != core::DecodeError::none) {
         return NGX_DECLINED;
@@ -542,7 +569,18 @@ ngx_int_t near_hit(ngx_http_request_t *r, CacheCtx *cc, RequestCtx *ctx)
         {
             return NGX_DECLINED;
         }
-        n = near_get(r, vkey, core::near_hash(vkey));
+        const core::NearEntry *v = near_get(r, vkey, core::near_hash(vkey));
+        if (v != nullptr && (v->flags & core::kNearAbsent)
+            && v->epoch == n->epoch)
+        {
+            // the fill stores the variant under this marker's generation
+            cc->generation.assign(e.body);
+            cc->variant_key = std::move(vkey);
+            cc->lookup_variant = true;
+            near_absent(r, cc, v);
+            return NGX_DECLINED;
+        }
+        n = v;
         if (n == nullptr
             || core::decode_entry(n->value(), e) != core::DecodeError::none
             || (e.meta.flags & core::kEntryVaryMarker))
@@ -609,6 +647,13 @@ ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
             ngx_int_t rc = near_hit(r, cc, ctx);
             if (rc != NGX_DECLINED) {
                 return rc;
+            }
+            if (cc->near_absent) {
+                // the content handler answers, and the response may fill
+                // (no fill lock: no fill is known to be coming)
+                ctx->cache_status = CacheStatus::miss;
+                cc->want_store = true;
+                return NGX_DECLINED;
             }
         }
         // Two commands written together: one round trip.
@@ -730,6 +775,20 @@ void lookup_updating(ngx_http_request_t *r, CacheCtx *cc, bool updating)
                                           CacheStatus::updating));
 }
 
+void offer_absent(CacheCtx *cc) noexcept
+{
+    if (cc->absent_key.empty()) {
+        return;
+    }
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, cc->r->connection->log, 0,
+                   "fly cache: not stored, Redis has nothing under \"%s\"",
+                   cc->absent_key.c_str());
+    // (cc->near_token is the last GET's: the one that found nothing)
+    near_offer_absent(cc->absent_key, cc->near_token, cc->epoch,
+                      cc->near_epoch_token);
+    cc->absent_key.clear();
+}
+
 CacheCtx *new_cache_ctx(ngx_http_request_t *r, RequestCtx *ctx)
 {
     return create_cache_ctx(r, ctx);
@@ -739,6 +798,7 @@ void lookup_again(ngx_http_request_t *r, CacheCtx *cc)
 {
     free_reply(cc);
     cc->base_state = kPending;
+    cc->absent_key.clear();
     cc->lookup_variant = false;
     cc->variant_key.clear();
     cc->generation.clear();

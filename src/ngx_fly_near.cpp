@@ -580,9 +580,11 @@ const core::NearEntry *near_get(ngx_http_request_t *r, std::string_view key,
     return e;
 }
 
-void near_offer(std::string_view key, uint64_t hash, const NearToken &token,
-                std::string_view value, int64_t fresh_until, bool marker,
-                uint64_t epoch, const NearToken &epoch_token) noexcept
+namespace {
+
+void offer(std::string_view key, uint64_t hash, const NearToken &token,
+           std::string_view value, int64_t fresh_until, uint8_t flags,
+           uint64_t epoch, const NearToken &epoch_token) noexcept
 {
     NearTracker *t = g_near.tracker;
     if (t == nullptr) {
@@ -605,21 +607,39 @@ void near_offer(std::string_view key, uint64_t hash, const NearToken &token,
         g_near.zone->set_epoch(epoch, ve);
         if (why == nullptr
             && g_near.zone->store(key, hash, value, vk, epoch, fresh_until,
-                                  marker ? core::kNearMarker : 0,
-                                  alloc_of(g_near.pool)) == nullptr)
+                                  flags, alloc_of(g_near.pool)) == nullptr)
         {
             why = "no room, even after evicting";
         }
     }
+    const char *what = (flags & core::kNearAbsent) ? "absent " : "";
     if (why == nullptr) {
-        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                       "fly near: stored \"%*s\" (%uz bytes)",
+        ngx_log_debug4(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "fly near: stored %s\"%*s\" (%uz bytes)", what,
                        key.size(), key.data(), value.size());
     } else {
-        ngx_log_debug4(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                       "fly near: not stored \"%*s\" (%uz bytes): %s",
-                       key.size(), key.data(), value.size(), why);
+        ngx_log_debug5(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "fly near: not stored %s\"%*s\" (%uz bytes): %s",
+                       what, key.size(), key.data(), value.size(), why);
     }
+}
+
+}  // namespace
+
+void near_offer(std::string_view key, uint64_t hash, const NearToken &token,
+                std::string_view value, int64_t fresh_until, bool marker,
+                uint64_t epoch, const NearToken &epoch_token) noexcept
+{
+    offer(key, hash, token, value, fresh_until, marker ? core::kNearMarker : 0,
+          epoch, epoch_token);
+}
+
+void near_offer_absent(std::string_view key, const NearToken &token,
+                       uint64_t epoch, const NearToken &epoch_token) noexcept
+{
+    offer(key, core::near_hash(key), token, {},
+          ngx_time() + core::kNearAbsentSeconds, core::kNearAbsent, epoch,
+          epoch_token);
 }
 
 bool near_stats(core::NearStats *out) noexcept

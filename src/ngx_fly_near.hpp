@@ -24,6 +24,15 @@
 // enter the zone: a write does not make Redis track the key (and the fill
 // script's own read is undone by its own SET), so nothing would vouch for
 // the copy; the next lookup's GET, which is tracked, brings it in.
+//
+// A MISS whose response is not stored (no-store, private, an error, ...)
+// leaves a record of the key's absence in the zone, under the same rules
+// (its GET's token must still hold when the response decides): the next
+// lookups of the key are MISSes at once, with no Redis command, and do not
+// take the fill lock (they cannot wait for a fill that is not coming).  A
+// response that may be stored is stored as after any MISS; its SET makes
+// Redis invalidate the key, which ends the record, as any other change of
+// the key does.
 #pragma once
 
 #include "ngx_fly.hpp"
@@ -57,8 +66,9 @@ bool near_enabled(ngx_http_request_t *r) noexcept;
 using NearToken = core::NearRace::Token;
 NearToken near_token(uint64_t hash) noexcept;
 
-// The usable zone entry of `key`, referenced until the request's pool
-// goes (its bytes stay valid until then); nullptr if none.
+// The usable zone entry of `key` (a value, or a record of its absence),
+// referenced until the request's pool goes (its bytes stay valid until
+// then); nullptr if none.
 const core::NearEntry *near_get(ngx_http_request_t *r, std::string_view key,
                                 uint64_t hash) noexcept;
 
@@ -71,6 +81,15 @@ const core::NearEntry *near_get(ngx_http_request_t *r, std::string_view key,
 void near_offer(std::string_view key, uint64_t hash, const NearToken &token,
                 std::string_view value, int64_t fresh_until, bool marker,
                 uint64_t epoch, const NearToken &epoch_token) noexcept;
+
+// Redis had no value under `key` for the GET that took `token` (the
+// lookup read the tag epoch `epoch` with `epoch_token`), and the response
+// was not stored: if both tokens still hold, the zone records the key's
+// absence (core::kNearAbsent, for core::kNearAbsentSeconds at most), so
+// the next lookups go to the app without asking Redis until Redis tells
+// of a change of the key.
+void near_offer_absent(std::string_view key, const NearToken &token,
+                       uint64_t epoch, const NearToken &epoch_token) noexcept;
 
 // This nginx invalidated `key` (the primary's tombstone will come back as
 // an invalidation too): out of the zone now.

@@ -194,7 +194,9 @@ NearEntry *NearZone::store(std::string_view key, uint64_t hash,
     e->dead = 0;
     char *p = reinterpret_cast<char *>(e + 1);
     std::memcpy(p, key.data(), key.size());
-    std::memcpy(p + key.size(), value.data(), value.size());
+    if (!value.empty()) {        // (a record of absence has no bytes)
+        std::memcpy(p + key.size(), value.data(), value.size());
+    }
 
     NearEntry **b = &buckets[hash & mask];
     e->hnext = *b;

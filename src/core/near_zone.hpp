@@ -11,7 +11,7 @@
 // vtable) is stored here.
 //
 // An entry is keyed by its Redis key and holds the value Redis sent (a
-// cache entry, or a Vary marker), the session that vouches for it (the
+// cache entry, or a Vary marker) or the record that Redis had none, the session that vouches for it (the
 // tracking session whose GET read it), the tag epoch it was valid at and
 // how long it is fresh.  The table is a chained hash table plus an LRU
 // list; when memory runs out, the least recently used entries that no
@@ -41,6 +41,14 @@ struct NearAlloc {
 };
 
 constexpr uint8_t kNearMarker = 0x01;    // the value is a Vary marker
+// No value: Redis had nothing under the key when a lookup read it (a MISS
+// whose response was not stored).  Vouched for like a value, so while it
+// is usable the key's lookups skip Redis and go to the app at once.
+constexpr uint8_t kNearAbsent = 0x02;
+// How long such a record is kept at most (seconds).  Redis's tracking
+// tells of any change of the key sooner; the bound is for a key whose
+// lookups, skipping Redis, no longer take the fill lock.
+constexpr int64_t kNearAbsentSeconds = 60;
 
 struct NearEntry {
     NearEntry *hnext;            // bucket chain
@@ -54,7 +62,7 @@ struct NearEntry {
     uint32_t refs;               // requests sending it now
     uint32_t session;            // the session that vouches for it
     int16_t slot;                // ... and its slot
-    uint8_t flags;               // kNearMarker
+    uint8_t flags;               // kNearMarker, kNearAbsent
     uint8_t dead;                // out of the table, freed at refs == 0
 
     std::string_view key() const noexcept

@@ -202,6 +202,58 @@ static void test_forget(void **)
     assert_int_equal(f.z->stats.entries, 1);
 }
 
+// A record of a key's absence (kNearAbsent): no value, usable under the
+// same rules as an entry, replaced by a value, gone with the key.
+static void test_absent_record(void **)
+{
+    Fixture f;
+    NearEntry *e = f.z->store("fly:none", near_hash("fly:none"), {}, f.v, 5,
+                              f.now.unix_s + kNearAbsentSeconds, kNearAbsent,
+                              f.a);
+    assert_non_null(e);
+    assert_int_equal(e->value_len, 0);
+    NearEntry *g = f.get("fly:none");
+    assert_ptr_equal(g, e);
+    assert_true(g->flags & kNearAbsent);
+    assert_int_equal(g->epoch, 5);
+    f.z->release(g, f.a);
+
+    // the tag epoch moved on: not usable (the fill needs the epoch)
+    f.z->set_epoch(6, f.v);
+    assert_null(f.get("fly:none"));
+    f.z->set_epoch(5, f.v);
+    // expired: not usable
+    f.now.unix_s += kNearAbsentSeconds;
+    assert_null(f.get("fly:none"));
+    f.now.unix_s -= kNearAbsentSeconds;
+    // its session ended: not usable
+    f.z->sessions.end(f.v.slot, f.v.session);
+    assert_null(f.get("fly:none"));
+    uint32_t id = 0;
+    f.v.slot = static_cast<int16_t>(f.z->sessions.claim(1, 0, 10000, nullptr, &id));
+    f.v.session = id;
+    f.z->set_epoch(5, f.v);
+
+    // a value replaces the record (and the other way round)
+    f.z->store("fly:none", near_hash("fly:none"), {}, f.v, 5, 2000,
+               kNearAbsent, f.a);
+    f.put("fly:none", "entry");
+    g = f.get("fly:none");
+    assert_false(g->flags & kNearAbsent);
+    assert_sv_equal(g->value(), "entry");
+    f.z->release(g, f.a);
+    f.z->store("fly:none", near_hash("fly:none"), {}, f.v, 5, 2000,
+               kNearAbsent, f.a);
+    g = f.get("fly:none");
+    assert_true(g->flags & kNearAbsent);
+    f.z->release(g, f.a);
+    assert_int_equal(f.z->stats.entries, 1);
+
+    // an invalidation of the key ends it
+    assert_true(f.z->forget("fly:none", near_hash("fly:none"), f.a));
+    assert_null(f.get("fly:none"));
+}
+
 static void test_collisions(void **)
 {
     // one bucket: every key chains; each is found as itself
@@ -318,6 +370,7 @@ int main()
         cmocka_unit_test(test_store_acquire_release),
         cmocka_unit_test(test_usable_rules),
         cmocka_unit_test(test_forget),
+        cmocka_unit_test(test_absent_record),
         cmocka_unit_test(test_collisions),
         cmocka_unit_test(test_entry_being_sent),
         cmocka_unit_test(test_lru_eviction),
