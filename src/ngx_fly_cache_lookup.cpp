@@ -556,7 +556,8 @@ ngx_int_t near_hit(ngx_http_request_t *r, CacheCtx *cc, RequestCtx *ctx)
         return NGX_DECLINED;
     }
     core::EntryView e;
-    if (n == nullptr || core::decode_entry(n->value(), e) != core::DecodeError::none) {
+    // (the zone holds only what decode_entry() accepted)
+    if (n == nullptr || core::decode_known_entry(n->value(), e) != core::DecodeError::none) {
         return NGX_DECLINED;
     }
     if (e.meta.flags & core::kEntryVaryMarker) {
@@ -582,7 +583,7 @@ ngx_int_t near_hit(ngx_http_request_t *r, CacheCtx *cc, RequestCtx *ctx)
         }
         n = v;
         if (n == nullptr
-            || core::decode_entry(n->value(), e) != core::DecodeError::none
+            || core::decode_known_entry(n->value(), e) != core::DecodeError::none
             || (e.meta.flags & core::kEntryVaryMarker))
         {
             return NGX_DECLINED;

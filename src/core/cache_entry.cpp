@@ -246,7 +246,7 @@ DecodeError read_fixed(Reader &r, EntryMeta &m, uint16_t &nhdr)
     return valid_meta(m) ? DecodeError::none : DecodeError::bad_header;
 }
 
-DecodeError read_headers(Reader &r, uint16_t nhdr, EntryView &out)
+DecodeError read_headers(Reader &r, uint16_t nhdr, EntryView &out, bool verify)
 {
     size_t total = 0;
     for (size_t i = 0; i < nhdr; i++) {
@@ -258,8 +258,8 @@ DecodeError read_headers(Reader &r, uint16_t nhdr, EntryView &out)
             return DecodeError::truncated;
         }
         total += nlen + static_cast<size_t>(vlen);
-        if (total > kEntryMaxHeaderBytes || !is_token(h.name) ||
-            !valid_value(h.value)) {
+        if (total > kEntryMaxHeaderBytes
+            || (verify && (!is_token(h.name) || !valid_value(h.value)))) {
             return DecodeError::bad_header;
         }
     }
@@ -365,7 +365,9 @@ bool finish_entry(std::string &out, size_t prefix_len)
     return true;
 }
 
-DecodeError decode_entry(std::string_view data, EntryView &out)
+namespace {
+
+DecodeError decode(std::string_view data, EntryView &out, bool verify)
 {
     if (data.size() < kFixedLen + kTrailerLen) {
         return DecodeError::too_short;
@@ -382,7 +384,7 @@ DecodeError decode_entry(std::string_view data, EntryView &out)
         r.uint(out.meta.epoch);
     }
     if (e == DecodeError::none) {
-        e = read_headers(r, nhdr, out);
+        e = read_headers(r, nhdr, out, verify);
     }
     if (e == DecodeError::none && out.meta.version == 2) {
         e = read_tags(r, out);
@@ -397,7 +399,7 @@ DecodeError decode_entry(std::string_view data, EntryView &out)
     if (!r.uint(hsum) || !r.uint(blen)) {
         return DecodeError::truncated;
     }
-    if (hsum != fnv1a(data.data(), hashed)) {
+    if (verify && hsum != fnv1a(data.data(), hashed)) {
         return DecodeError::bad_checksum;
     }
     if (blen > r.left()) {
@@ -413,6 +415,18 @@ DecodeError decode_entry(std::string_view data, EntryView &out)
         return DecodeError::bad_header;
     }
     return DecodeError::none;
+}
+
+}  // namespace
+
+DecodeError decode_entry(std::string_view data, EntryView &out)
+{
+    return decode(data, out, true);
+}
+
+DecodeError decode_known_entry(std::string_view data, EntryView &out)
+{
+    return decode(data, out, false);
 }
 
 std::string_view decode_error_name(DecodeError e)

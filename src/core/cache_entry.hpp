@@ -129,6 +129,15 @@ enum class DecodeError : uint8_t {
 // `out` unspecified.  Never allocates, never reads outside `data`.
 DecodeError decode_entry(std::string_view data, EntryView &out);
 
+// The same for bytes that decode_entry() accepted before and that nothing
+// outside this nginx can have changed since (the near cache's copy of a
+// Redis value, in shared memory only this nginx's workers write): every
+// length and bound is still checked, so it never reads outside `data`
+// whatever the bytes, but the checksum and the per-byte syntax of header
+// names and values are not (on a HIT from the zone they were most of the
+// decoding's cost).  Never for bytes read from Redis.
+DecodeError decode_known_entry(std::string_view data, EntryView &out);
+
 std::string_view decode_error_name(DecodeError e);
 
 // Seconds since stored, plus the origin's Age (RFC 9111 4.2.3, simple).

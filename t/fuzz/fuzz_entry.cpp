@@ -5,7 +5,8 @@
 // checksum recomputed where the layout puts it), so that mutations reach
 // the checks behind the checksum instead of stopping at bad_checksum.
 //
-// Properties: decode_entry() never allocates (nor reads outside the
+// Properties (decode_known_entry() too: no allocation, no overread, it
+// accepts what decode_entry() accepts): decode_entry() never allocates (nor reads outside the
 // input: ASan, on an exact-size copy); for every entry it accepts:
 //   - every field obeys the documented rules (status, stored, header
 //     syntax, vary marker shape, generation token), every view lies in
@@ -187,6 +188,15 @@ void decode_one(std::string_view data)
     FUZZ_CHECK(decode_error_name(e) != "unknown");
     if (e == DecodeError::none) {
         check_accepted(exact, v);
+    }
+    // the near cache's decoding of known bytes: never reads outside
+    // either, and accepts whatever decode_entry() does, with the same body
+    EntryView k;
+    before = g_allocations;
+    DecodeError ke = decode_known_entry(exact, k);
+    FUZZ_CHECK(g_allocations == before);
+    if (e == DecodeError::none) {
+        FUZZ_CHECK(ke == DecodeError::none && k.body == v.body && k.nheaders == v.nheaders);
     }
     std::free(copy);
 }
