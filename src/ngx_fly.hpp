@@ -128,6 +128,7 @@ struct LocConf {
     // cache (ngx_fly_cache_*.cpp)
     ngx_flag_t cache;
     ngx_http_complex_value_t *cache_key;
+    bool cache_key_default;             // ... is $scheme$host$request_uri
     ngx_uint_t cache_methods;           // core::Method bits
     ngx_array_t *cache_valid;           // core::ValidRule
     ngx_array_t *cache_bypass;          // ngx_http_complex_value_t

@@ -598,6 +598,49 @@ ngx_int_t near_hit(ngx_http_request_t *r, CacheCtx *cc, RequestCtx *ctx)
     return NGX_DONE;
 }
 
+// The request's base key (core::build_key of fly_cache_key's value):
+// NGX_OK, NGX_DECLINED when it cannot be a key (logged), NGX_ERROR.  The
+// default, $scheme$host$request_uri, is put together here from what
+// those variables of nginx's give, without running the complex value
+// (most of the lookup's own work on a HIT from the near cache).  The
+// purge and invalidation paths run it (key_for_uri): the same key.
+ngx_int_t request_key(ngx_http_request_t *r, LocConf *lcf, std::string &out)
+{
+    size_t len;
+    bool ok;
+    if (lcf->cache_key_default) {
+        std::string_view scheme = "http";
+#if (NGX_HTTP_SSL)
+        if (r->connection->ssl) {
+            scheme = "https";
+        }
+#endif
+        ngx_str_t host = r->headers_in.server;
+        if (host.len == 0) {
+            auto *cscf = static_cast<ngx_http_core_srv_conf_t *>(
+                ngx_http_get_module_srv_conf(r, ngx_http_core_module));
+            host = cscf->server_name;
+        }
+        std::string_view uri = r->unparsed_uri.data ? view(r->unparsed_uri)
+                                                    : std::string_view();
+        ok = core::build_key({scheme, view(host), uri}, out);
+        len = scheme.size() + host.len + uri.size();
+    } else {
+        ngx_str_t key;
+        if (ngx_http_complex_value(r, lcf->cache_key, &key) != NGX_OK) {
+            return NGX_ERROR;
+        }
+        len = key.len;
+        ok = core::build_key(view(key), out);
+    }
+    if (!ok) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "fly_cache: key of %uz bytes not cached", len);
+        return NGX_DECLINED;
+    }
+    return NGX_OK;
+}
+
 ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
 {
     MainConf *mcf = main_conf(r);
@@ -614,14 +657,11 @@ ngx_int_t lookup(ngx_http_request_t *r, LocConf *lcf, RequestCtx *ctx)
     cc->fence.has_lsn = replica_lsn(r, &cc->fence.replica_lsn);
     cc->lookup_msec = ngx_current_msec;
 
-    ngx_str_t key;
-    if (ngx_http_complex_value(r, lcf->cache_key, &key) != NGX_OK) {
-        return NGX_DECLINED;
-    }
-    if (!core::build_key(view(key), cc->key)) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "fly_cache: key of %uz bytes not cached", key.len);
-        ctx->cache_status = CacheStatus::bypass;
+    ngx_int_t krc = request_key(r, lcf, cc->key);
+    if (krc != NGX_OK) {
+        if (krc == NGX_DECLINED) {
+            ctx->cache_status = CacheStatus::bypass;
+        }
         return NGX_DECLINED;
     }
 

@@ -255,8 +255,10 @@ char *merge_cache_conf(ngx_conf_t *cf, LocConf *prev, LocConf *conf)
     ngx_conf_merge_value(conf->cache, prev->cache, 0);
     if (conf->cache_key == nullptr) {
         conf->cache_key = prev->cache_key;
+        conf->cache_key_default = prev->cache_key_default;
     }
     if (conf->cache_key == nullptr) {
+        conf->cache_key_default = true;
         // $scheme$host$request_uri: the host is always part of the key.
         conf->cache_key = static_cast<ngx_http_complex_value_t *>(
             ngx_pcalloc(cf->pool, sizeof(ngx_http_complex_value_t)));

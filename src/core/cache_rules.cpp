@@ -330,15 +330,29 @@ bool unkeyed_forwarding(std::string_view name, std::string_view vary)
     return one_of(name, kNames) && !list_names(vary, name);
 }
 
-bool build_key(std::string_view configured, std::string &out)
+bool build_key(std::initializer_list<std::string_view> parts, std::string &out)
 {
-    if (configured.empty() || configured.find(kVarySep) != std::string_view::npos ||
-        configured.size() > kMaxKeyLen - kKeyPrefix.size()) {
+    size_t n = 0;
+    for (std::string_view p : parts) {
+        if (p.find(kVarySep) != std::string_view::npos) {
+            return false;
+        }
+        n += p.size();
+    }
+    if (n == 0 || n > kMaxKeyLen - kKeyPrefix.size()) {
         return false;
     }
+    out.reserve(kKeyPrefix.size() + n);
     out.assign(kKeyPrefix);
-    out.append(configured);
+    for (std::string_view p : parts) {
+        out.append(p);
+    }
     return true;
+}
+
+bool build_key(std::string_view configured, std::string &out)
+{
+    return build_key({configured}, out);
 }
 
 bool vary_names(std::string_view vary, std::string names[], size_t max, size_t &n)

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 
@@ -152,6 +153,9 @@ constexpr size_t kMaxKeyLen = 2048;
 // URL's key spell another URL's variant key) or the result is over
 // kMaxKeyLen.
 bool build_key(std::string_view configured, std::string &out);
+// The same for a configured key given in parts (their concatenation),
+// without putting them together first.
+bool build_key(std::initializer_list<std::string_view> parts, std::string &out);
 
 // Vary.  `vary` is the list of request header names the response varies
 // on (comma list, as stored in the entry).  `lookup(name)` returns the

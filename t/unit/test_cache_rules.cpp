@@ -725,6 +725,17 @@ void test_build_key(void **)
     assert_false(build_key("", key));
     // the variant separator could forge another URL's variant key
     assert_false(build_key("host/x\x1f" "accept-encoding=gzip", key));
+
+    // in parts: the same as their concatenation, the same limits
+    assert_true(build_key({"https", "example.com", "/a?b=1"}, key));
+    assert_sv_equal(key, "fly:httpsexample.com/a?b=1");
+    assert_true(build_key({"", "h", ""}, key));
+    assert_sv_equal(key, "fly:h");
+    assert_false(build_key({"", "", ""}, key));
+    assert_false(build_key({"http", "h\x1f", "/"}, key));
+    std::string half((kMaxKeyLen - kKeyPrefix.size()) / 2, 'k');
+    assert_true(build_key({half, half}, key));
+    assert_false(build_key({half, half, "k"}, key));
 }
 
 void test_vary_names(void **)
