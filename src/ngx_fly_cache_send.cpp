@@ -72,13 +72,45 @@ core::CondDecision evaluate_preconditions(ngx_http_request_t *r,
     return d;
 }
 
+// The stored fields that sending a response treats apart (one switch on
+// the length, not a comparison with each name: this runs for every
+// stored field of every HIT).
+enum class Field : uint8_t {
+    other, content_length, accept_ranges, content_type, content_encoding,
+    content_language, etag, last_modified, date,
+};
+
+Field field_of(std::string_view n)
+{
+    switch (n.size()) {
+    case 4:
+        return core::iequals(n, "ETag") ? Field::etag
+               : core::iequals(n, "Date") ? Field::date : Field::other;
+    case 12:
+        return core::iequals(n, "Content-Type") ? Field::content_type
+                                                 : Field::other;
+    case 13:
+        return core::iequals(n, "Accept-Ranges") ? Field::accept_ranges
+               : core::iequals(n, "Last-Modified") ? Field::last_modified
+                                                   : Field::other;
+    case 14:
+        return core::iequals(n, "Content-Length") ? Field::content_length
+                                                   : Field::other;
+    case 16:
+        return core::iequals(n, "Content-Encoding") ? Field::content_encoding
+               : core::iequals(n, "Content-Language") ? Field::content_language
+                                                      : Field::other;
+    default:
+        return Field::other;
+    }
+}
+
 // Representation metadata a 304 leaves out (RFC 9110 15.4.5): the client
 // has the representation they describe.
-bool representation_metadata(std::string_view name)
+bool representation_metadata(Field f)
 {
-    return core::iequals(name, "Content-Type")
-           || core::iequals(name, "Content-Encoding")
-           || core::iequals(name, "Content-Language");
+    return f == Field::content_type || f == Field::content_encoding
+           || f == Field::content_language;
 }
 
 }  // namespace
@@ -123,13 +155,14 @@ ngx_int_t stored_response_headers(ngx_http_request_t *r,
     for (size_t i = 0; i < e.nheaders; i++) {
         std::string_view name = e.headers[i].name;
         std::string_view value = e.headers[i].value;
-        if (core::iequals(name, "Content-Length")
-            || core::iequals(name, "Accept-Ranges")   // the range filter's
-            || (not_modified && representation_metadata(name)))
+        Field f = field_of(name);
+        if (f == Field::content_length
+            || f == Field::accept_ranges              // the range filter's
+            || (not_modified && representation_metadata(f)))
         {
             continue;
         }
-        if (core::iequals(name, "Content-Type")) {
+        if (f == Field::content_type) {
             // As the upstream module sets it on the MISS: the filters
             // that match types (gzip, ssi, sub_filter, charset) compare
             // the type without the charset, which goes to its own field.
@@ -148,18 +181,25 @@ ngx_int_t stored_response_headers(ngx_http_request_t *r,
         }
         // nginx's own filters (gzip, range, header) look at these; the
         // stored Date keeps the header filter from writing the time now.
-        if (core::iequals(name, "Content-Encoding")) {
+        switch (f) {
+        case Field::content_encoding:
             r->headers_out.content_encoding = h;
-        } else if (core::iequals(name, "ETag")) {
+            break;
+        case Field::etag:
             if (r->headers_out.etag == nullptr) {
                 r->headers_out.etag = h;
             }
-        } else if (core::iequals(name, "Last-Modified")) {
+            break;
+        case Field::last_modified:
             r->headers_out.last_modified = h;
             r->headers_out.last_modified_time =
                 ngx_parse_http_time(h->value.data, h->value.len);
-        } else if (core::iequals(name, "Date")) {
+            break;
+        case Field::date:
             r->headers_out.date = h;
+            break;
+        default:
+            break;
         }
         // Location stays a plain header, as on the MISS: setting
         // headers_out.location would make nginx rewrite a relative one.

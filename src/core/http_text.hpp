@@ -69,7 +69,8 @@ constexpr bool iequals(std::string_view a, std::string_view b)
         return false;
     }
     for (size_t i = 0; i < a.size(); i++) {
-        if (ascii_lower(a[i]) != ascii_lower(b[i])) {
+        // (names are mostly spelled as compared: equal bytes first)
+        if (a[i] != b[i] && ascii_lower(a[i]) != ascii_lower(b[i])) {
             return false;
         }
     }
