@@ -1,6 +1,7 @@
 // fly-edge nginx shell: the regional Redis cache.  What its parts share:
 // the lookup (ngx_fly_cache_lookup.cpp: pre-content handler, Redis reply,
-// tag check, HIT), the fill (ngx_fly_cache_fill.cpp: header and body
+// tag check, HIT; ngx_fly_cache_near.cpp: what it takes from the near
+// cache), the fill (ngx_fly_cache_fill.cpp: header and body
 // filters, store), invalidation (ngx_fly_cache_invalidate.cpp: writes,
 // Location targets, purge rules; the purge endpoint ngx_fly_purge.cpp
 // uses it too) and the Redis scripts (ngx_fly_cache_script.cpp).
@@ -172,6 +173,13 @@ void lookup_again(ngx_http_request_t *r, CacheCtx *cc);
 // A new CacheCtx of `r` in ctx->cache (freed by r's pool cleanup, which
 // also releases its lock); nullptr on no memory.
 CacheCtx *new_cache_ctx(ngx_http_request_t *r, RequestCtx *ctx);
+
+// ---- ngx_fly_cache_near.cpp -------------------------------------------
+
+// The lookup's first step where the near cache is used: a HIT from the
+// zone (sent: NGX_DONE), else NGX_DECLINED, with cc->near_absent set when
+// the zone knows Redis has nothing under the key (a MISS at once).
+ngx_int_t near_hit(ngx_http_request_t *r, CacheCtx *cc, RequestCtx *ctx);
 
 // A MISS whose response is not stored: a GET found nothing under
 // cc->absent_key, and the near cache may remember that (near_offer_absent).
