@@ -2,8 +2,8 @@
 # While one request fills a key, the other requests for it in the region
 # (every worker, every nginx on the region's Redis) wait for that fill and
 # are answered from it (HIT); after the lock timeout they go to the app and
-# do not store.  The lock is `SET fly:<key>\x1fl <token> NX PX <timeout>`
-# in the regional Redis: a SIGKILLed holder wedges its key for one timeout
+# do not store.  The lock is `SET fly:<key>\x1fl <token> NX PX <2 x timeout>`
+# in the regional Redis: a SIGKILLed holder wedges its key for two timeouts
 # at most.  Redis down: no lock, the app answers.
 #
 # In this file every region's nginx uses the scl Redis as its regional one

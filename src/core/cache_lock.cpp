@@ -29,7 +29,10 @@ uint64_t lock_poll_ms(uint64_t timeout_ms)
 
 uint64_t lock_ttl_ms(uint64_t timeout_ms)
 {
-    return timeout_ms == 0 ? 1 : timeout_ms;
+    if (timeout_ms == 0) {
+        return 1;
+    }
+    return timeout_ms > UINT64_MAX / 2 ? UINT64_MAX : 2 * timeout_ms;
 }
 
 }  // namespace fly::core

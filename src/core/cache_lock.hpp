@@ -1,9 +1,13 @@
 // fly-edge pure core: the fill lock (issue 10, fly_cache_lock).  While one
 // request fills a key, the others of the region wait for that fill.  The
 // lock is `SET <lock key> <token> NX PX <ttl>` in the regional Redis; its
-// TTL is fly_cache_lock_timeout, so a holder that died (a SIGKILLed
-// worker) wedges the key for one timeout at most, and the waiters, who
-// give up at the same timeout, never wait for a lock that cannot end.
+// TTL is twice fly_cache_lock_timeout, so a holder that died (a SIGKILLed
+// worker) wedges the key for two timeouts at most, and the waiters, who
+// give up after one, never wait for a lock that cannot end.  The lock
+// outlives their wait: a waiter began waiting after the holder's SET, so a
+// lock with the waiters' own timeout as TTL would expire first, and a
+// waiter's poll that saw it gone would look up again, miss and store its
+// own response, when its wait was over and it should store nothing.
 // The waiters of a key in one worker share one poll of the lock (a GET
 // every lock_poll_ms()); when it is gone they look the key up again.
 // No nginx header here: this file is unit-tested with cmocka.
@@ -28,8 +32,8 @@ std::string lock_token(uint32_t pid, uint64_t random, int64_t now_ms);
 // of `timeout_ms`: a twentieth of it, between 5 and 25 ms.
 uint64_t lock_poll_ms(uint64_t timeout_ms);
 
-// The lock's TTL (PX) for a lock timeout of `timeout_ms` (at least 1 ms:
-// PX 0 is an error in Redis).
+// The lock's TTL (PX) for a lock timeout of `timeout_ms`: twice it (at
+// least 1 ms: PX 0 is an error in Redis).
 uint64_t lock_ttl_ms(uint64_t timeout_ms);
 
 }  // namespace fly::core

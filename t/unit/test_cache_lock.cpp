@@ -33,7 +33,8 @@ void test_poll_and_ttl(void **)
     assert_int_equal(lock_poll_ms(5000), 25);
     assert_int_equal(lock_poll_ms(UINT64_MAX), 25);
     assert_int_equal(lock_ttl_ms(0), 1);
-    assert_int_equal(lock_ttl_ms(5000), 5000);
+    assert_int_equal(lock_ttl_ms(5000), 10000);
+    assert_true(lock_ttl_ms(UINT64_MAX) == UINT64_MAX);
 }
 
 }  // namespace
