@@ -10,6 +10,7 @@
 #include "ngx_fly_cache.hpp"
 #include "ngx_fly_redis.hpp"
 #include "core/cache_entry.hpp"
+#include "core/cache_lock.hpp"
 #include "core/cache_tags.hpp"
 #include "core/tombstone.hpp"
 
@@ -497,22 +498,43 @@ void on_fill_done(void *data, redisReply *reply) noexcept
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                        "fly cache: fill of \"%s\" refused: %s", key->c_str(),
                        reply->integer == 1 ? "tag epoch changed since the lookup"
-                                           : "fenced by an invalidation");
+                       : reply->integer == 2 ? "fenced by an invalidation"
+                                             : "the staged entry is gone");
     }
     delete key;
 }
 
-// Stores `value` under `key` (and a Vary marker under the base key) with
-// the fill script: refused in Redis when a purge or an invalidation since
-// the lookup forbids it.
+// Stores `value` under `key` (and a Vary marker under the base key): a
+// SET of the value under a staging key, then the fill script, which moves
+// it under `key` unless a purge or an invalidation since the lookup
+// forbids it (ngx_fly_cache_script.cpp).  Both go on the one connection,
+// in that order.
 void send_fill(ngx_http_request_t *r, CacheCtx *cc, const std::string &key,
                std::string &&value, std::string &&marker)
 {
+    RedisClient *client = main_conf(r)->redis_client;
+    std::string staged = core::fill_staging_key(
+        key, core::lock_token(static_cast<uint32_t>(ngx_pid),
+                              static_cast<uint64_t>(ngx_random()), now_ms()));
+    std::string ttl = std::to_string(core::kStagingTtlMs);
+    const char *argv[5] = {"SET", staged.data(), value.data(), "PX",
+                           ttl.data()};
+    size_t argvlen[5] = {3, staged.size(), value.size(), 2, ttl.size()};
+    if (client == nullptr
+        || client->command(5, argv, argvlen, nullptr, nullptr) == nullptr)
+    {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "fly cache: Redis unavailable, entry not stored");
+        return;
+    }
+    std::string().swap(value);
+
     std::vector<std::string> words;
     words.reserve(10);
     words.emplace_back(core::kEpochKey);
     words.push_back(core::fence_record_key(cc->key));
     words.push_back(key);
+    words.push_back(std::move(staged));
     if (!marker.empty()) {
         words.push_back(cc->key);
     }
@@ -521,15 +543,15 @@ void send_fill(ngx_http_request_t *r, CacheCtx *cc, const std::string &key,
     words.push_back(core::fence_threshold_arg(cc->fence));
     words.push_back(core::fence_lsn_arg(cc->fence));
     words.push_back(std::to_string(cc->keep));
-    words.push_back(std::move(value));
     if (!marker.empty()) {
         words.push_back(std::move(marker));
     }
     auto *logged = new std::string(key);
-    if (run_script(main_conf(r)->redis_client, fill_script, nkeys,
-                   std::move(words), on_fill_done, logged)
+    if (run_script(client, fill_script, nkeys, std::move(words), on_fill_done,
+                   logged)
         == nullptr)
     {
+        // the staged value expires on its own (core::kStagingTtlMs)
         delete logged;
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "fly cache: Redis unavailable, entry not stored");

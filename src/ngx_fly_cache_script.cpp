@@ -22,17 +22,25 @@ extern "C" {
 
 namespace fly {
 
-// The fill (regional Redis): stores an entry, and with a new Vary marker
-// the marker too, unless
+// The fill (regional Redis).  The entry is already in Redis: send_fill()
+// (ngx_fly_cache_fill.cpp) SETs it under a staging key
+// (core::fill_staging_key()) just before, on the same connection, so the
+// value, up to fly_cache_max_size, never passes through Lua (which would
+// copy it into a Lua string and back).  The script moves it under its key
+// (RENAME, then the entry's TTL), and with a new Vary marker stores the
+// marker too, unless
 //   1: the tag epoch changed since the lookup read it (a tag or soft
 //      purge happened while the app was rendering), or
 //   2: the key's fence record holds a tombstone the fill may not pass:
 //      core::fence_allows(), in the same terms (16-hex-digit fields,
-//      compared byte by byte: no locale).
-// KEYS: epoch, fence record, key to store [, Vary marker's base key]
+//      compared byte by byte: no locale), or
+//   3: the staged entry is gone (expired, evicted, flushed);
+// on 1 and 2 it deletes the staged entry.
+// KEYS: epoch, fence record, key to store, staged entry [, Vary marker's
+//       base key]
 // ARGV: epoch read by the lookup ("" for none), fence threshold, replica
-//       LSN ("" for none), TTL seconds, value [, marker]
-// Returns 0 (stored), 1 or 2.
+//       LSN ("" for none), TTL seconds [, marker]
+// Returns 0 (stored), 1, 2 or 3.
 Script fill_script = {"fill", R"lua(
 local function le(a, b)
   for i = 1, 16 do
@@ -41,9 +49,12 @@ local function le(a, b)
   end
   return true
 end
-if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 1 end
-local r = redis.call('GET', KEYS[2])
-if r then
+local v = redis.call('MGET', KEYS[1], KEYS[2])
+local refused = 0
+if (v[1] or '') ~= ARGV[1] then
+  refused = 1
+elseif v[2] then
+  local r = v[2]
   local ok = #r == 38 and string.sub(r, 1, 5) == 'FLYT1'
   if ok then
     if ARGV[3] ~= '' and string.sub(r, 6, 6) == '1' then
@@ -52,10 +63,16 @@ if r then
       ok = le(string.sub(r, 7, 22), ARGV[2])
     end
   end
-  if not ok then return 2 end
+  if not ok then refused = 2 end
 end
-redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[4])
-if KEYS[4] then redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[4]) end
+if refused ~= 0 then
+  redis.call('DEL', KEYS[4])
+  return refused
+end
+local m = redis.pcall('RENAME', KEYS[4], KEYS[3])
+if type(m) == 'table' and m.err then return 3 end
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+if KEYS[5] then redis.call('SET', KEYS[5], ARGV[5], 'EX', ARGV[4]) end
 return 0
 )lua", {}, {}};
 

@@ -73,7 +73,11 @@ my @inside = map { main::xc($p, 'scl') } 1 .. 3;
 cmp_ok($t->redis('scl')->pttl(main::key_of($p)), '>', 60000, 'still inside the fence (else this proves nothing)');
 is_deeply(\@inside, [qw(MISS MISS MISS)], 'inside the fence: MISS, MISS, MISS');
 is(main::app_count('scl') - $c0, 3, 'each one answered by the app: nothing was stored');
+is_deeply([$t->redis('scl')->keys(main::key_of($p) . "\x1fs*")], [], 'and nothing is left staged for them');
 ok($t->wait_until(sub { main::xc($p, 'scl') eq 'HIT' }, $main::FENCE * 4), 'after the fence a fill is stored again');
+my $ttl = $t->redis('scl')->ttl(main::key_of($p));
+ok($ttl > 250 && $ttl <= 300, "the fill's entry lives max-age (300 s): $ttl");
+is_deeply([$t->redis('scl')->keys(main::key_of($p) . "\x1fs*")], [], 'no staged entry is left');
 --- error_log
 fly cache: tombstone, fill fenced
 --- no_error_log
@@ -96,6 +100,7 @@ like(main::finish_slow_get($s), qr{^HTTP/1\.1 200.*X-Cache: MISS}s, 'the slow re
 my $c0 = main::app_count('scl');
 is(main::xc($p, 'scl', timeout => scaled(13)), 'MISS', 'it was not stored: the next GET misses');
 is(main::app_count('scl') - $c0, 1, 'and is answered by the app');
+is_deeply([$t->redis('scl')->keys(main::key_of($p) . "\x1fs*")], [], 'the refused fill left nothing staged');
 --- error_log eval
 [qr/fly cache: fill of "fly:httpfence\.test\/slow\?ms=\d+&t=2[^"]*" refused: fenced by an invalidation/]
 

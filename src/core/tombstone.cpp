@@ -88,6 +88,16 @@ std::string fence_record_key(std::string_view base_key)
     return k;
 }
 
+std::string fill_staging_key(std::string_view key, std::string_view token)
+{
+    std::string k;
+    k.reserve(key.size() + 2 + token.size());
+    k.append(key);
+    k.append("\x1fs");
+    k.append(token);
+    return k;
+}
+
 bool fence_allows(const Tombstone &t, const FillFence &f)
 {
     if (f.has_lsn && t.has_lsn) {

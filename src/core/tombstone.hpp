@@ -67,6 +67,18 @@ inline int64_t tombstone_ttl_ms(int64_t fence_ms)
 // The fence record of base key `base_key`.
 std::string fence_record_key(std::string_view base_key);
 
+// Where a fill first writes its entry: "<key>\x1fs<token>" (a Vary part
+// is "\x1f<name>=<value>" and a token has no '=', so it is no entry's
+// key).  The entry is sent there with a plain SET and the fill script
+// moves it under `key` (RENAME) when the fence allows, else deletes it:
+// the value never passes through Lua, which copies it twice.  `token` is
+// unique in the region (core::lock_token()).
+std::string fill_staging_key(std::string_view key, std::string_view token);
+
+// How long a staged entry lives when no fill script comes to move it (the
+// connection was lost between the two commands).
+constexpr int64_t kStagingTtlMs = 60000;
+
 // What a fill knows of its lookup.
 struct FillFence {
     int64_t lookup_ms = 0;       // unix ms when the lookup was made

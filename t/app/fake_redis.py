@@ -9,8 +9,9 @@ in-memory dict: GET, SET (EX/PX/NX/XX accepted, only NX/XX honoured), DEL,
 EXISTS, EVAL (the module's invalidation script: deletes KEYS[1]; any other
 script: nil), AUTH and SELECT (always +OK), PING, QUIT.  EVAL and EVALSHA of
 the module's fill and invalidation scripts (recognised by their text, not
-run) do what those do, simplified: the fill stores its value(s) unless the
-tag epoch changed or a fence record exists; the invalidation writes its
+run) do what those do, simplified: the fill moves the value SET under its
+staging key to its key (and stores the marker) unless the tag epoch changed
+or a fence record exists; the invalidation writes its
 tombstones (and bumps the epoch for tags); EVALSHA of a script never
 EVALed here is NOSCRIPT.  Unknown commands get
 "-ERR unknown command".  Exits on SIGTERM/SIGINT, when stdin reaches EOF, or
@@ -348,15 +349,19 @@ def fly_script(cmd, args):
         SCRIPTS[hashlib.sha1(script).hexdigest()] = script
     nkeys = int(args[2])
     keys, argv = args[3:3 + nkeys], args[3 + nkeys:]
-    if b"FLYT1" in script and len(keys) >= 3 and len(argv) >= 5:
+    if b"FLYT1" in script and len(keys) >= 4 and len(argv) >= 4:
+        # the entry was SET under the staging key keys[3] just before
         with LOCK:
-            if DATA.get(keys[0], b"") != argv[0]:
-                return b":1\r\n"
-            if keys[1] in DATA:
-                return b":2\r\n"
-            DATA[keys[2]] = argv[4]
-            if len(keys) > 3 and len(argv) > 5:
-                DATA[keys[3]] = argv[5]
+            refused = (1 if DATA.get(keys[0], b"") != argv[0]
+                       else 2 if keys[1] in DATA else 0)
+            if refused:
+                DATA.pop(keys[3], None)
+                return b":%d\r\n" % refused
+            if keys[3] not in DATA:
+                return b":3\r\n"
+            DATA[keys[2]] = DATA.pop(keys[3])
+            if len(keys) > 4 and len(argv) > 4:
+                DATA[keys[4]] = argv[4]
         return b":0\r\n"
     if b"INCR" in script and len(keys) >= 1 and len(argv) >= 4:
         ntags = int(argv[0])

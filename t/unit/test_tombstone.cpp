@@ -174,6 +174,13 @@ void test_script_args(void **)
 void test_keys_and_times(void **)
 {
     assert_true(fence_record_key("fly:k") == std::string("fly:k\x1fi"));
+    // a staged fill is no entry's key: not the base key's, and not a Vary
+    // variant's ("\x1f<name>=<value>")
+    std::string staged = fill_staging_key("fly:k", "1f.2a.3b");
+    assert_true(staged == std::string("fly:k\x1fs1f.2a.3b"));
+    assert_true(staged.find('=') == std::string::npos);
+    assert_true(fill_staging_key("fly:k\x1f" "accept=x", "9")
+                == std::string("fly:k\x1f" "accept=x\x1fs9"));
     assert_int_equal(tombstone_ttl_ms(2000), 2000 + kFenceGraceMs);
     assert_true(fill_in_time(0));
     assert_true(fill_in_time(kFenceGraceMs - 1));
